@@ -1,0 +1,77 @@
+"""Convolutional families: BANG's LeNet, the noisy-inference paper's CNN6, and Madry's MNIST CNN."""
+from __future__ import annotations
+
+import keras
+
+from zoo.models.common import NoiseArgs
+from zoo.noisy_conv2d import NoisyConv2D
+from zoo.noisy_dense import NoisyDense
+from zoo.registry import register_model
+
+
+def lenet(input_shape, num_classes, *, filters=(20, 50), dense=500, dropout=0.5, activation="relu",
+          padding="auto", noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="lenet") -> keras.Model:
+    """Caffe LeNet with one Dropout, as used by BANG (PAPERS.md section 3).
+
+    conv5x5(filters[0]) -> maxpool2 -> conv5x5(filters[1]) -> maxpool2 -> dense(dense, relu)
+    -> Dropout(dropout) -> dense(num_classes). Input ``[H, W, C]``, output logits.
+    ``padding="auto"`` is Caffe's ``"valid"`` for inputs of 16 pixels or more and ``"same"`` for
+    smaller ones (8x8 digits would shrink to nothing).
+    """
+    na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
+    if padding == "auto":
+        padding = "valid" if min(input_shape[:2]) >= 16 else "same"
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = NoisyConv2D(filters[0], 5, padding=padding, activation="linear", name="conv_1", **na.layer(0))(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
+    x = NoisyConv2D(filters[1], 5, padding=padding, activation="linear", name="conv_2", **na.layer(1))(x)
+    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = NoisyDense(dense, activation=activation, name="dense_1", **na.layer(2))(x)
+    x = keras.layers.Dropout(dropout, name="dropout", seed=seed)(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(3))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def cnn6(input_shape, num_classes, *, filters=(32, 32, 64, 64), dense=200, activation="relu",
+         noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="cnn6") -> keras.Model:
+    """The noisy-inference paper's 6-layer CNN (PAPERS.md section 2).
+
+    Conv-BN, Noise-ReLU, Conv-BN, Noise-ReLU, MaxPool, Conv-BN, Noise-ReLU, Conv-BN, Noise-ReLU,
+    MaxPool, FC-BN, Noise-ReLU, FC-Noise. Widths were lost from the paper; the defaults (32, 32,
+    64, 64 filters of 3x3, FC 200) are a common MNIST choice. Input ``[H, W, C]``, output logits.
+    """
+    na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = NoisyConv2D(f, 3, batchnorm=True, activation=activation, name=f"conv_{i + 1}", **na.layer(i))(x)
+        if i % 2 == 1:
+            x = keras.layers.MaxPooling2D(2, name=f"pool_{i // 2 + 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = NoisyDense(dense, batchnorm=True, activation=activation, name="dense_1", **na.layer(len(filters)))(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(len(filters) + 1))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def madry_cnn(input_shape, num_classes, *, filters=(32, 64), dense=1024, activation="relu",
+              noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="madry_cnn") -> keras.Model:
+    """Madry et al.'s 4-layer MNIST CNN: conv5x5(32)-pool-conv5x5(64)-pool-fc(1024)-fc(classes)."""
+    na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = NoisyConv2D(filters[0], 5, activation=activation, name="conv_1", **na.layer(0))(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
+    x = NoisyConv2D(filters[1], 5, activation=activation, name="conv_2", **na.layer(1))(x)
+    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = NoisyDense(dense, activation=activation, name="dense_1", **na.layer(2))(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(3))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+register_model("lenet", "BANG's LeNet: conv20-pool-conv50-pool-fc500-dropout-fc")(lenet)
+register_model("test_lenet", "tiny LeNet for fast tests", filters=(2, 4), dense=8, name="test_lenet")(lenet)
+register_model("cnn6", "noisy-inference paper's 6-layer CNN (conv-BN-noise-ReLU x4, FC-BN-noise-ReLU, FC-noise)")(cnn6)
+register_model("test_cnn6", "tiny CNN6 for fast tests", filters=(2, 2, 4, 4), dense=8, name="test_cnn6")(cnn6)
+register_model("madry_cnn", "Madry et al.'s MNIST CNN (conv32-pool-conv64-pool-fc1024), a transfer-attack source")(madry_cnn)
+register_model("test_madry_cnn", "tiny Madry CNN for fast tests", filters=(2, 4), dense=8, name="test_madry_cnn")(madry_cnn)

@@ -1,0 +1,61 @@
+"""DenseNet (Huang et al. 2017) with a noisy conv-BN unit, as the noisy-inference paper used on CIFAR-10."""
+from __future__ import annotations
+
+import keras
+
+from zoo.models.common import Counter, NoiseArgs
+from zoo.noisy_conv2d import NoisyConv2D
+from zoo.noisy_dense import NoisyDense
+from zoo.registry import register_model
+
+
+def apply_dense_block(x, num_layers: int, growth_rate: int, na: NoiseArgs, counter: Counter,
+                      activation: str, name: str):
+    """``num_layers`` times: ``x = concat([x, NoisyConv3x3-BN-noise-act(x)])`` (adds ``growth_rate`` channels)."""
+    for j in range(num_layers):
+        i = counter()
+        y = NoisyConv2D(growth_rate, 3, batchnorm=True, activation=activation,
+                        name=f"{name}_conv_{j + 1}", **na.layer(i))(x)
+        x = keras.layers.Concatenate(name=f"{name}_concat_{j + 1}")([x, y])
+    return x
+
+
+def apply_transition(x, na: NoiseArgs, counter: Counter, activation: str, name: str):
+    """1x1 NoisyConv-BN-noise-act keeping the channel count, then 2x2 average pooling."""
+    channels = x.shape[-1]
+    x = NoisyConv2D(channels, 1, batchnorm=True, activation=activation, name=f"{name}_conv",
+                    **na.layer(counter()))(x)
+    return keras.layers.AveragePooling2D(2, name=f"{name}_pool")(x)
+
+
+def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filters=16, activation="relu",
+             noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="densenet") -> keras.Model:
+    """DenseNet of ``depth`` layers: 3 dense blocks of ``(depth - 4) / 3`` layers each.
+
+    Each unit is conv-BN-noise-activation (noise right after every matrix multiply, as the
+    noisy-inference paper requires) instead of the original BN-ReLU-conv order. DenseNet-40 with
+    growth 12 (the default) has about 1M parameters. Input ``[H, W, C]``, output logits.
+
+    Reference: Huang et al., "Densely Connected Convolutional Networks" (CVPR 2017);
+    PAPERS.md section 2.
+    """
+    if (depth - 4) % 3 or depth < 7:
+        raise ValueError(f"DenseNet depth must be 3k + 4 with k >= 1 (e.g. 40, 100), got {depth}")
+    per_block = (depth - 4) // 3
+    na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
+    counter = Counter()
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = NoisyConv2D(initial_filters, 3, batchnorm=True, activation=activation, name="stem_conv",
+                    **na.layer(0))(inputs)
+    for b in range(3):
+        x = apply_dense_block(x, per_block, growth_rate, na, counter, activation, name=f"block_{b + 1}")
+        if b < 2 and x.shape[1] >= 2:
+            x = apply_transition(x, na, counter, activation, name=f"transition_{b + 1}")
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(counter()))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+register_model("densenet", "DenseNet (depth 40, growth 12 by default; about 1M parameters)")(densenet)
+register_model("test_densenet", "tiny DenseNet (depth 7, growth 4) for fast tests",
+               depth=7, growth_rate=4, initial_filters=4, name="test_densenet")(densenet)

@@ -1,0 +1,39 @@
+"""Inspect and change the noise of a built (or trained, or compiled) model in place."""
+from __future__ import annotations
+
+import keras
+
+from zoo.noisy_base import NoisyLayer
+
+
+def noisy_layers(model: keras.Model) -> list[NoisyLayer]:
+    """Every :class:`NoisyLayer` of ``model`` (nested models included), in call order."""
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, NoisyLayer)]
+
+
+def set_noise(model: keras.Model, *, train_stddev: float | None = None,
+              infer_stddev: float | None = None) -> None:
+    """Assign new noise stddevs to every noisy layer of ``model`` (no rebuild, no retrace needed).
+
+    Args:
+        train_stddev: stddev used with ``training=True``; ``None`` leaves it.
+        infer_stddev: stddev used at inference; ``None`` leaves it.
+    """
+    for label, value in (("train_stddev", train_stddev), ("infer_stddev", infer_stddev)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"{label} must be >= 0, got {value}")
+    for layer in noisy_layers(model):
+        if train_stddev is not None:
+            layer.train_stddev.assign(float(train_stddev))
+        if infer_stddev is not None:
+            layer.infer_stddev.assign(float(infer_stddev))
+
+
+def noise_settings(model: keras.Model) -> dict:
+    """``{"noise": kind, "train_stddev": s, "infer_stddev": s}`` of the first noisy layer."""
+    layers = noisy_layers(model)
+    if not layers:
+        return {"noise": None, "train_stddev": 0.0, "infer_stddev": 0.0}
+    first = layers[0]
+    return {"noise": first.noise, "train_stddev": float(first.train_stddev.numpy()),
+            "infer_stddev": float(first.infer_stddev.numpy())}

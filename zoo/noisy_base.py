@@ -1,0 +1,209 @@
+"""Shared machinery of the noisy matrix-multiply layers (dense, conv, LSTM).
+
+Every noisy layer computes a pre-activation ``z`` (a matrix multiply, optionally batch-
+normalized), adds noise, then applies its activation::
+
+    additive:        v = z + s * n           n ~ N(0, 1)
+    multiplicative:  v = z * (1 + s * n)     (SNR = 1 / s^2; s = 1 is 0 dB)
+    y = phi(v)
+
+``s`` is ``train_stddev`` when called with ``training=True`` and ``infer_stddev`` otherwise.
+Both are non-trainable variables, so they can be changed on a trained or compiled model
+(:func:`set_noise`) and they are saved with the weights. The random state is a weight too
+(``rng_state``: stateless seed ``[seed, counter]``), so noise is reproducible, survives a
+checkpoint/resume, and is tracked by SavedModel exports (TF Serving's loader needs that).
+
+Inside :func:`zoo.noise_context.record_noise` the layer instead adds the *estimator's*
+additive noise and records what a likelihood-ratio estimator needs (see ``glr_gradients``).
+"""
+from __future__ import annotations
+
+import random
+
+import keras
+import tensorflow as tf
+
+from zoo import activations
+from zoo.noise_context import NoiseRecord, current_override, current_recorder, repeat_rows, sum_replications
+
+NOISE_KINDS = ("additive", "multiplicative")
+
+
+class NoisyLayer(keras.layers.Layer):
+    """Base class; subclasses implement ``call`` and ``glr_gradients``.
+
+    Args:
+        activation: activation spec string (see :mod:`zoo.activations`), applied after noise.
+        noise: ``"additive"`` or ``"multiplicative"``.
+        train_stddev: noise stddev in training mode (>= 0).
+        infer_stddev: noise stddev at inference (>= 0); 0 gives a conventional net.
+        seed: integer seed of the layer's noise stream; ``None`` draws one from Python's
+            ``random`` (seeded by ``keras.utils.set_random_seed``).
+    """
+
+    def __init__(
+        self,
+        activation: str | None = None,
+        noise: str = "additive",
+        train_stddev: float = 0.0,
+        infer_stddev: float = 0.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+        for label, value in (("train_stddev", train_stddev), ("infer_stddev", infer_stddev)):
+            if not value >= 0:
+                raise ValueError(f"{label} must be >= 0, got {value}")
+        activations.get(activation)  # validate early
+        self.activation = activation
+        self.noise = noise
+        self._init_train_stddev = float(train_stddev)
+        self._init_infer_stddev = float(infer_stddev)
+        self.seed = int(seed) if seed is not None else random.randint(0, 2**31 - 1)
+        self._phi = activations.get(activation)
+
+    # ----------------------------------------------------------------- state
+    def build_noise(self) -> None:
+        self.train_stddev = self.add_weight(
+            name="train_stddev", shape=(), trainable=False,
+            initializer=keras.initializers.Constant(self._init_train_stddev))
+        self.infer_stddev = self.add_weight(
+            name="infer_stddev", shape=(), trainable=False,
+            initializer=keras.initializers.Constant(self._init_infer_stddev))
+        self.rng_state = self.add_weight(
+            name="rng_state", shape=(2,), dtype="int64", trainable=False,
+            initializer=keras.initializers.Constant([self.seed, 0]),
+            aggregation="only_first_replica")
+
+    def next_seed(self) -> tf.Tensor:
+        """A fresh stateless seed ``[2]`` (int64); advances the layer's counter.
+
+        Under a ``tf.distribute`` strategy each replica folds in its replica id so replicas
+        draw different noise.
+        """
+        seed = tf.identity(tf.convert_to_tensor(self.rng_state))
+        self.rng_state.assign_add(tf.constant([0, 1], tf.int64))
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
+        return seed
+
+    # ----------------------------------------------------------------- noise
+    def add_noise(self, z: tf.Tensor, training, record_inputs: dict) -> tf.Tensor:
+        """Return the noisy pre-activation ``v`` for ``z`` (``[rows, ...]``).
+
+        In GLR mode the output may have ``R`` times more rows than ``z``.
+        """
+        rec = current_recorder()
+        if rec is not None:
+            return self._add_estimator_noise(z, rec, record_inputs)
+        override = current_override()
+        if override is not None:
+            s = tf.cast(override, z.dtype)
+        else:
+            s = tf.convert_to_tensor(self.train_stddev if training else self.infer_stddev)
+        seed = self.next_seed()
+
+        def noisy():
+            n = tf.random.stateless_normal(tf.shape(z), seed, dtype=z.dtype)
+            return z + s * n if self.noise == "additive" else z * (1.0 + s * n)
+
+        return tf.cond(s > 0, noisy, lambda: tf.identity(z))
+
+    def _add_estimator_noise(self, z, rec, record_inputs):
+        r = rec.replications
+        here = not rec.replicated
+        if here:
+            batch = tf.shape(z)[0]
+            z = repeat_rows(z, r)
+            rec.replicated = True
+        else:
+            batch = tf.shape(z)[0] // r
+        sigma = rec.sigma_for(self)
+        e = sigma * rec.sample(tuple(z.shape[1:]), batch, self.next_seed())
+        gate = rec.gate()
+        if gate is not None:
+            e = e * gate
+        rec.records.append(NoiseRecord(self, record_inputs, e, here, sigma))
+        return z + e
+
+    def activate(self, v: tf.Tensor) -> tf.Tensor:
+        return self._phi(v)
+
+    # ----------------------------------------------------------------- GLR
+    def glr_gradients(self, record: NoiseRecord, g: tf.Tensor, replications: int) -> dict:
+        """Likelihood-ratio gradient of every trainable variable of this layer.
+
+        Args:
+            record: this layer's record from the forward pass.
+            g: ``L * score(e)`` per noise coordinate, already divided by the number of samples,
+                shape of ``record.noise`` (``[N * R, ...]``).
+            replications: ``R``.
+
+        Returns:
+            ``{id(variable): gradient}`` for every trainable variable; the gradient of ``theta``
+            is ``sum over rows and coordinates of g * d z / d theta`` (PAPERS.md eq. 5).
+        """
+        raise TypeError(f"{type(self).__name__} does not support likelihood-ratio training")
+
+    @staticmethod
+    def reduce_rows(record: NoiseRecord, g: tf.Tensor, replications: int) -> tf.Tensor:
+        """Bring ``g`` onto the rows of the recorded input (sum over replications if tiled here)."""
+        return sum_replications(g, replications) if record.replicated_here else g
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            activation=self.activation,
+            noise=self.noise,
+            train_stddev=float(self.train_stddev.numpy()) if self.built else self._init_train_stddev,
+            infer_stddev=float(self.infer_stddev.numpy()) if self.built else self._init_infer_stddev,
+            seed=self.seed,
+        )
+        return config
+
+
+class BatchNormMixin:
+    """Batch normalization of the pre-activation, folded into a noisy layer (noise comes after).
+
+    ``z_bn = gamma * (z - mean) / sqrt(var + eps) + beta``; batch statistics in training,
+    moving averages at inference. For GLR the batch statistics are treated as constants, so the
+    local derivatives are ``x_hat`` (for gamma), 1 (for beta) and ``gamma / sqrt(var + eps)``
+    times the input (for the kernel): PAPERS.md section 1.
+    """
+
+    bn_momentum = 0.99
+    bn_epsilon = 1e-3
+
+    def build_batchnorm(self, channels: int) -> None:
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(channels,), initializer="zeros",
+                                           trainable=False, aggregation="mean")
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(channels,),
+                                               initializer="ones", trainable=False, aggregation="mean")
+
+    def batchnorm(self, z: tf.Tensor, training) -> tuple[tf.Tensor, dict]:
+        axes = list(range(len(z.shape) - 1))
+        if training:
+            mean, var = tf.nn.moments(z, axes)
+            m = self.bn_momentum
+            self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
+            self.moving_variance.assign(m * self.moving_variance + (1 - m) * var)
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean)
+            var = tf.convert_to_tensor(self.moving_variance)
+        inv = tf.math.rsqrt(var + self.bn_epsilon)
+        x_hat = (z - mean) * inv
+        return self.gamma * x_hat + self.beta, {"x_hat": x_hat, "bn_scale": self.gamma * inv}
+
+    def batchnorm_gradients(self, gz: tf.Tensor, inputs: dict) -> tuple[dict, tf.Tensor]:
+        """Gradients of gamma and beta, and ``gz`` pulled back through the (frozen-stat) scale."""
+        axes = list(range(len(gz.shape) - 1))
+        grads = {
+            id(self.gamma): tf.reduce_sum(gz * inputs["x_hat"], axes),
+            id(self.beta): tf.reduce_sum(gz, axes),
+        }
+        return grads, gz * inputs["bn_scale"]

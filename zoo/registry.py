@@ -1,0 +1,81 @@
+"""A registry of model builders: register by name, create by name with overrides, list by pattern."""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import inspect
+from typing import Callable
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., keras.Model]
+    description: str
+    defaults: dict
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(model_name: str, description: str, /, **defaults) -> Callable:
+    """Decorator: register ``builder(input_shape, num_classes, **kwargs)`` under ``model_name``.
+
+    ``defaults`` are keyword arguments bound for this name (so one builder can back several
+    presets, e.g. ``mlp`` and ``glr_mlp``).
+    """
+
+    def wrap(builder):
+        if model_name in _REGISTRY:
+            raise ValueError(f"model {model_name!r} is already registered")
+        _REGISTRY[model_name] = ModelEntry(model_name, builder, description, dict(defaults))
+        return builder
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``"test_*"``), sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; run 'glrzoo models' to list them (e.g. {', '.join(list_models()[:4])})")
+    return _REGISTRY[name]
+
+
+def model_arguments(name: str, **overrides) -> dict:
+    """The full keyword arguments ``create_model(name, ...)`` would use (defaults + overrides)."""
+    entry = get_entry(name)
+    params = inspect.signature(entry.builder).parameters
+    args = {k: p.default for k, p in params.items()
+            if p.default is not inspect.Parameter.empty and p.kind == p.KEYWORD_ONLY}
+    args.update(entry.defaults)
+    unknown = set(overrides) - set(args)
+    if unknown:
+        raise ValueError(f"model {name!r} takes no argument(s) {sorted(unknown)}; it takes {sorted(args)}")
+    args.update(overrides)
+    return args
+
+
+def create_model(name: str, input_shape, num_classes: int, **overrides) -> keras.Model:
+    """Build the registered model ``name`` for inputs ``input_shape`` and ``num_classes`` outputs.
+
+    The model outputs logits ``[batch, num_classes]``; every matrix multiply is a noisy layer.
+
+    Example:
+        >>> model = create_model("cnn6", (28, 28, 1), 10, noise="multiplicative", train_stddev=0.5)
+    """
+    entry = get_entry(name)
+    args = model_arguments(name, **overrides)
+    model = entry.builder(tuple(input_shape), int(num_classes), **args)
+    return model
+
+
+def _ensure_loaded() -> None:
+    import zoo.models  # noqa: F401  (registers the families)
