@@ -1,0 +1,1 @@
+"""Evaluation harness: metrics with confidence intervals, noisy voting, reports."""

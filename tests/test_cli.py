@@ -1,0 +1,102 @@
+"""The console script: commands, bad input (one line, exit 2, nothing half-written), kill and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from zoo.cli import main
+from zoo.export import load_model, read_metadata
+
+TRAIN = ["train", "--model", "test_mlp", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--lr", "0.01", "--quiet"]
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_models_and_datasets(capsys):
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0 and "cnn6" in out and "densenet" in out and "784-50-10" in out
+    code, out, _ = run_cli(["models", "test_*"], capsys)
+    assert code == 0 and "glr_mlp" not in out and "test_lstm" in out
+    code, out, _ = run_cli(["datasets"], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("digits") and "yes" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--model", "resnet999"], "unknown model"),
+    (["--dataset", "imagenet"], "unknown data set"),
+    (["--train-stddev", "-0.5"], "must be >= 0"),
+    (["--activation", "wiggle"], "unknown activation"),
+    (["--model-args", "[1]"], "JSON object"),
+    (["--loss", "zero_one"], "train it with --method glr"),
+])
+def test_bad_train_input(tmp_path, capsys, extra, needle):
+    out = tmp_path / "m"
+    code, _, err = run_cli(TRAIN + ["--out", str(out)] + extra, capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("glrzoo") or "error" in line]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_train_exports_and_refuses_overwrite(tmp_path, capsys):
+    out = tmp_path / "m"
+    code, stdout, err = run_cli(TRAIN + ["--out", str(out), "--train-stddev", "0.1"], capsys)
+    assert code == 0, err
+    meta = read_metadata(out)
+    assert meta["architecture"]["name"] == "test_mlp" and meta["dataset"]["name"] == "digits"
+    assert 0.3 < meta["metrics"]["test_accuracy"] <= 1.0 and meta["training"]["seed"] == 0
+    assert meta["training"]["method"] == {"method": "bp", "loss": "ce"} and "tensorflow" in meta["versions"]
+    assert meta["command"].startswith("glrzoo train --model test_mlp")
+    assert not (out / "checkpoints").exists()
+    load_model(out)
+    code, _, err = run_cli(TRAIN + ["--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err
+
+
+def _weights(path):
+    return [w for w in load_model(path).get_weights()]
+
+
+@pytest.mark.timeout(600) if hasattr(pytest.mark, "timeout") else (lambda f: f)
+def test_sigkill_then_resume_loses_nothing(tmp_path):
+    """A run killed with SIGKILL mid-training and resumed ends with the same weights as an uninterrupted run."""
+    epochs = "25"
+    args = ["train", "--model", "test_mlp", "--dataset", "digits", "--epochs", epochs, "--batch-size", "16",
+            "--train-stddev", "0.3", "--seed", "3", "--quiet"]
+    full = tmp_path / "full"
+    assert main(args + ["--out", str(full)]) == 0
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta_file = killed / "checkpoints" / "training_metadata.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if json.loads(meta_file.read_text())["epoch"] >= 3:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(meta_file.read_text())["epoch"]
+    assert 3 <= done < int(epochs), "the run was not killed mid-training"
+    assert not (killed / "metadata.json").exists()
+
+    assert main(args + ["--out", str(killed)]) == 2  # refuses without --resume
+    assert main(args + ["--out", str(killed), "--resume"]) == 0
+    for a, b in zip(_weights(full), _weights(killed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

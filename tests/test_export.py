@@ -1,0 +1,143 @@
+"""Serialization round trips and exported signatures, called the way TF Serving calls them."""
+import json
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.export import ExportError, export_model, load_model, load_signatures, read_metadata
+from zoo.noisy_conv2d import NoisyConv2D
+from zoo.noisy_dense import NoisyDense
+from zoo.noisy_lstm import NoisyLSTM
+
+
+@pytest.mark.parametrize("layer", [
+    NoisyDense(4, activation="sigmoid:2", noise="multiplicative", train_stddev=0.3, infer_stddev=0.1, seed=5,
+               batchnorm=True),
+    NoisyConv2D(3, (3, 2), strides=2, padding="valid", activation="threshold", train_stddev=0.2, seed=1),
+    NoisyLSTM(3, noise="additive", train_stddev=0.1, seed=2),
+])
+def test_layer_config_round_trip(layer):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer) and restored.get_config() == config
+
+
+@pytest.mark.parametrize("name,shape", [("test_cnn6", (8, 8, 1)), ("test_lstm", (6, 3)), ("test_densenet", (8, 8, 1))])
+def test_keras_file_round_trip_keeps_weights_and_noise_state(tmp_path, name, shape):
+    m = zoo.create_model(name, shape, 5, noise="multiplicative", train_stddev=0.4, infer_stddev=0.3)
+    x = np.random.default_rng(1).random((4, *shape), dtype=np.float32)
+    m(x, training=True)
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    with zoo.noise_override(0.0):
+        np.testing.assert_allclose(m(x, training=False), m2(x, training=False), atol=1e-6)
+    # the random state is a weight, so the next noisy pass draws the same noise
+    np.testing.assert_allclose(m(x, training=False), m2(x, training=False), atol=1e-6)
+    assert zoo.noise_settings(m2)["infer_stddev"] == pytest.approx(0.3)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    out = tmp_path_factory.mktemp("exp") / "model"
+    m = zoo.create_model("test_cnn6", (8, 8, 1), 10, noise="multiplicative")
+    x = np.random.default_rng(0).random((6, 8, 8, 1), dtype=np.float32)
+    m(x, training=True)
+    export_model(m, out, {"architecture": {"name": "test_cnn6"}})
+    return m, out, x
+
+
+def test_export_layout_and_metadata(exported):
+    _, out, _ = exported
+    assert (out / "1" / "saved_model.pb").is_file() and (out / "model.keras").is_file()
+    meta = read_metadata(out)
+    assert set(meta["signatures"]) == {"serving_default", "noisy_vote"}
+    assert "model.keras" in meta["files"] and "1/saved_model.pb" in meta["files"]
+    assert not list(out.parent.glob(".model.tmp-*"))
+
+
+def test_loaded_model_equals_original(exported):
+    m, out, x = exported
+    m2 = load_model(out)
+    with zoo.noise_override(0.0):
+        np.testing.assert_allclose(m(x, training=False), m2(x, training=False), atol=1e-6)
+
+
+def test_signatures_equal_keras_model(exported):
+    m, out, x = exported
+    sigs = load_signatures(out)
+    res = sigs["serving_default"](images=tf.constant(x))
+    with zoo.noise_override(0.0):
+        logits = m(x, training=False)
+    np.testing.assert_allclose(res["probabilities"], tf.nn.softmax(logits), atol=1e-6)
+    np.testing.assert_array_equal(res["classes"], np.argmax(logits, -1))
+    # stddev 0: every vote is the clean prediction
+    v = sigs["noisy_vote"](images=tf.constant(x), stddev=tf.constant(0.0), votes=tf.constant(7))
+    np.testing.assert_array_equal(v["vote_counts"].numpy().sum(1), 7)
+    np.testing.assert_array_equal(v["classes"], np.argmax(logits, -1))
+    v = sigs["noisy_vote"](images=tf.constant(x), stddev=tf.constant(2.0), votes=tf.constant(9))
+    counts = v["vote_counts"].numpy()
+    assert counts.sum(1).tolist() == [9] * 6 and (counts.max(1) < 9).any()  # noise changes votes
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(votes=0), "votes must be >= 1"), (dict(votes=101), "votes must be <= 100"),
+    (dict(stddev=-1.0), "stddev must be >= 0"), (dict(scale=2.0), "images must be in"),
+])
+def test_signature_validates_inputs(exported, kwargs, msg):
+    _, out, x = exported
+    sig = load_signatures(out)["noisy_vote"]
+    args = dict(images=tf.constant(x * kwargs.get("scale", 1.0)), stddev=tf.constant(kwargs.get("stddev", 0.1)),
+                votes=tf.constant(kwargs.get("votes", 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=msg):
+        sig(**args)
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match="shape"):
+        sig(images=tf.zeros((2, 9, 9, 1)), stddev=tf.constant(0.1), votes=tf.constant(3))
+
+
+def test_saved_model_cli_runs_signatures(exported, tmp_path):
+    """TF Serving loads with the TF1 session loader; saved_model_cli uses the same loader."""
+    m, out, x = exported
+    cli = shutil.which("saved_model_cli")
+    if cli is None:
+        pytest.skip("saved_model_cli not on PATH")
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run([cli, "run", "--dir", str(out / "1"), "--tag_set", "serve", "--signature_def",
+                          "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir", str(tmp_path),
+                          "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    probs = np.load(tmp_path / "probabilities.npy")
+    with zoo.noise_override(0.0):
+        np.testing.assert_allclose(probs, tf.nn.softmax(m(x, training=False)), atol=1e-5)
+    run = subprocess.run([cli, "run", "--dir", str(out / "1"), "--tag_set", "serve", "--signature_def", "noisy_vote",
+                          "--inputs", f"images={tmp_path / 'x.npy'}", "--input_exprs", "stddev=0.5;votes=5",
+                          "--outdir", str(tmp_path), "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert np.load(tmp_path / "vote_counts.npy").sum(1).tolist() == [5] * 6
+
+
+def test_tampered_file_is_refused(exported, tmp_path):
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "model.keras", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ExportError, match="sha256"):
+        load_model(copy)
+    with pytest.raises(ExportError, match="not a glrzoo export"):
+        load_model(tmp_path)
+
+
+def test_failed_export_leaves_nothing(tmp_path):
+    m = zoo.create_model("test_mlp", (8, 8, 1), 10)
+    with pytest.raises(TypeError):
+        export_model(m, tmp_path / "out", {"bad": object.__new__(type("X", (), {"__str__": None}))})
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,241 @@
+"""Train one model from a config, checkpointing every epoch, then evaluate and export it.
+
+This is the library function behind ``glrzoo train``; the CLI only parses flags into
+:class:`TrainConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from training.estimators import bp
+from training.pipeline import epoch_dataset
+from training.trainer import Trainer
+from zoo.data import Dataset, load_dataset
+from zoo.export import export_model
+
+OPTIMIZERS = ("adam", "sgd", "adagrad", "momentum")
+CHECKPOINTS = "checkpoints"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became non-finite; the message names the step and likely causes."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything ``glrzoo train`` needs; every field maps to one CLI flag."""
+
+    model: str
+    dataset: str = "digits"
+    method: str = "bp"
+    out: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float | None = None
+    noise: str = "additive"
+    train_stddev: float = 0.0
+    infer_stddev: float = 0.0
+    activation: str | None = None
+    loss: str = "ce"
+    seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    train_limit: int | None = None
+    test_limit: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    verbose: int = 2
+    model_args: dict = dataclasses.field(default_factory=dict)
+    method_args: dict = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev)):
+            if not value >= 0:
+                raise ValueError(f"{label} must be >= 0, got {value}")
+
+
+def make_estimator(method: str, loss: str = "ce", **kwargs):
+    """Estimator for ``method`` (``bp``, ``glr``, ...), built from its keyword arguments."""
+    if method == "bp":
+        if kwargs:
+            raise ValueError(f"method 'bp' takes no options, got {sorted(kwargs)}")
+        return bp(loss)
+    if method == "glr":
+        from training.glr import glr
+        return glr(loss=loss, **kwargs)
+    raise ValueError(f"unknown --method {method!r}; choose one of bp, glr")
+
+
+def make_optimizer(name: str, lr: float, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, weight_decay=weight_decay)
+    if name == "momentum":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=weight_decay)
+    return keras.optimizers.Adagrad(lr, weight_decay=weight_decay)
+
+
+def build_model(config: TrainConfig, data: Dataset) -> keras.Model:
+    return zoo.create_model(config.model, data.input_shape, data.num_classes, **_model_overrides(config))
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss with a message naming the step."""
+
+    def __init__(self, hint: str):
+        super().__init__()
+        self.hint = hint
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.epoch + 1}, step {batch + 1}: loss is {loss}; "
+                f"{self.hint} (the last finished epoch stays saved; rerun with --resume after changing it)")
+
+
+def _completed_epochs(ckpt_dir: Path) -> int:
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        path = ckpt_dir / name
+        try:
+            return int(json.loads(path.read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return 0
+
+
+def versions() -> dict:
+    import sklearn
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "glrzoo": zoo.__version__}
+
+
+def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    """Noise-free test accuracy (inference mode, every noisy layer at stddev 0)."""
+    from zoo.noise_context import noise_override
+
+    @tf.function
+    def predict(xb):
+        with noise_override(0.0):
+            return tf.argmax(model(xb, training=False), -1, output_type=tf.int32)
+
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int(np.sum(predict(tf.constant(x[i:i + batch_size])).numpy() == y[i:i + batch_size]))
+    return correct / max(len(x), 1)
+
+
+def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None) -> dict:
+    """Train, evaluate and (when ``config.out`` is set) export. Returns the metadata dict.
+
+    With ``config.out``, the state after every epoch is kept in ``<out>/checkpoints`` (weights,
+    optimizer, noise generator states); ``resume=True`` continues from the last finished epoch
+    with the same batches and noise as an uninterrupted run. The export replaces ``<out>`` only
+    when everything succeeded.
+    """
+    config.validate()
+    estimator = make_estimator(config.method, config.loss, **config.method_args)
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir, config.download)
+    data = data.subset(config.train_limit, config.test_limit)
+    out = Path(config.out) if config.out else None
+    ckpt = out / CHECKPOINTS if out else None
+    if out is not None and out.exists():
+        if (out / "metadata.json").exists() and not config.overwrite:
+            raise FileExistsError(f"{out} already holds an export; pass --overwrite or choose another --out")
+        if ckpt.exists() and not (config.resume or config.overwrite):
+            raise FileExistsError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to restart")
+        if config.overwrite and not config.resume:
+            shutil.rmtree(out)
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, data)
+    trainer = Trainer(model, estimator)
+    trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
+    trainer.build((None, *data.input_shape))
+    trainer.optimizer.build(model.trainable_variables)
+
+    start_epoch = _completed_epochs(ckpt) if (ckpt is not None and config.resume) else 0
+    callbacks = [DivergenceGuard("lower the learning rate (--lr) or the estimator noise (--sigma)")]
+    if ckpt is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(ckpt), double_checkpoint=True, delete_checkpoint=False))
+    ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)
+    t0 = time.time()
+    history = {}
+    if start_epoch < config.epochs:
+        history = trainer.fit(ds, epochs=config.epochs, steps_per_epoch=steps, initial_epoch=start_epoch,
+                              callbacks=callbacks, verbose=config.verbose, shuffle=False).history
+    train_seconds = time.time() - t0
+
+    metrics = {"test_accuracy": evaluate_accuracy(model, data.x_test, data.y_test),
+               "train_seconds": round(train_seconds, 2), "epochs_run": config.epochs - start_epoch,
+               "final_train_loss": float(history["loss"][-1]) if history.get("loss") else None}
+    if config.infer_stddev > 0:
+        from zoo.voting import vote_predict
+        pred = vote_predict(model, data.x_test, 1).numpy()
+        metrics["test_accuracy_noisy"] = float(np.mean(pred == data.y_test))
+    meta = {
+        "schema": 1,
+        "architecture": {"name": config.model, "args": _jsonable(zoo.model_arguments(config.model, **_model_overrides(config))),
+                         "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                         "parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))},
+        "dataset": {"name": data.name, "source": data.source, "train_examples": len(data.x_train),
+                    "test_examples": len(data.x_test)},
+        "training": {"method": estimator.config(), "epochs": config.epochs, "batch_size": config.batch_size,
+                     "lr": config.lr, "optimizer": config.optimizer, "weight_decay": config.weight_decay,
+                     "seed": config.seed, "noise": config.noise, "train_stddev": config.train_stddev,
+                     "infer_stddev": config.infer_stddev},
+        "metrics": metrics,
+        "versions": versions(),
+        "command": " ".join(["glrzoo", *argv]) if argv is not None else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if out is not None:
+        export_model(model, out, meta, overwrite=True)
+    meta["model"] = model
+    return meta
+
+
+def _model_overrides(config: TrainConfig) -> dict:
+    overrides = dict(config.model_args)
+    overrides.update(noise=config.noise, train_stddev=config.train_stddev, infer_stddev=config.infer_stddev,
+                     seed=config.seed)
+    if config.activation is not None:
+        overrides["activation"] = config.activation
+    return overrides
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+

@@ -1,0 +1,180 @@
+"""``glrzoo``: one console script with subcommands; a thin layer over the library.
+
+Every flag maps to one library argument. Bad input prints one line ``glrzoo: error: ...`` naming
+the problem and the fix, and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def _stddev(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}); e.g. '{{\"hidden\": [100, 50]}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object such as '{\"hidden\": [100, 50]}'")
+    return value
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
+    p.add_argument("--dataset", default="digits", help="data set name ('glrzoo datasets')")
+    p.add_argument("--method", default="bp", choices=["bp", "glr"], help="gradient estimator")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "momentum", "adagrad"])
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--noise", default="additive", choices=["additive", "multiplicative"])
+    p.add_argument("--train-stddev", type=_stddev, default=0.0, help="noise stddev while training")
+    p.add_argument("--infer-stddev", type=_stddev, default=0.0, help="noise stddev at inference")
+    p.add_argument("--activation", default=None, help="hidden activation: relu, sigmoid, sigmoid:A, threshold, sign, staircase:K")
+    p.add_argument("--loss", default="ce", choices=["ce", "zero_one", "hinge"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-args", type=_json_dict, default={}, help="JSON object of builder overrides")
+    p.add_argument("--train-limit", type=_positive_int, default=None, help="use only the first N training examples")
+    p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples")
+    g = p.add_argument_group("GLR (--method glr)")
+    g.add_argument("--replications", type=_positive_int, default=None, help="noise draws per example (R)")
+    g.add_argument("--estimator-noise", choices=["gaussian", "laplace"], default=None)
+    g.add_argument("--sigma", type=float, default=None, help="estimator noise scale")
+    g.add_argument("--baseline", action="store_true", default=None, help="subtract a leave-one-out baseline")
+    g.add_argument("--antithetic", action="store_true", default=None, help="antithetic noise pairs (e, -e)")
+    g.add_argument("--layerwise", action="store_true", default=None, help="noise in one layer per step, cycling")
+    g.add_argument("--qmc", action="store_true", default=None, help="stratified quasi-Monte Carlo noise")
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/, fashion-mnist/, mnist-stroke-sequences/ "
+                                                    "(default: $GLRZOO_DATA_DIR)")
+    p.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glrzoo", description="Robust, brain-like neural networks: "
+                                     "likelihood-ratio training, noisy inference with voting, BANG, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model and export it")
+    add_train_flags(p)
+    add_data_flags(p)
+    p.add_argument("--out", required=True, help="export directory (TF Serving layout + model.keras + metadata.json)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("demo", help="train, export, evaluate and report on the bundled digits (a few minutes)")
+    p.add_argument("--out", default="demo_out", help="directory for the exported models and the report")
+    p.add_argument("--quick", action="store_true", help="fewer epochs and votes (for smoke tests)")
+
+    sub.add_parser("models", help="list the registered models").add_argument("pattern", nargs="?", default="*")
+    p = sub.add_parser("datasets", help="list the data sets and where they load from")
+    add_data_flags(p)
+    return parser
+
+
+def _glr_args(args) -> dict:
+    names = {"replications": "replications", "estimator_noise": "distribution", "sigma": "sigma",
+             "baseline": "baseline", "antithetic": "antithetic", "layerwise": "layerwise", "qmc": "qmc"}
+    given = {dest: getattr(args, flag) for flag, dest in names.items() if getattr(args, flag, None) is not None}
+    if given and args.method != "glr":
+        raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} only apply to --method glr")
+    return given
+
+
+def cmd_train(args, argv) -> int:
+    from training.run import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model, dataset=args.dataset, method=args.method, out=args.out, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        noise=args.noise, train_stddev=args.train_stddev, infer_stddev=args.infer_stddev,
+        activation=args.activation, loss=args.loss, seed=args.seed, data_dir=args.data_dir,
+        download=args.download, train_limit=args.train_limit, test_limit=args.test_limit, resume=args.resume,
+        overwrite=args.overwrite, verbose=0 if args.quiet else 2, model_args=args.model_args,
+        method_args=_glr_args(args))
+    meta = train(config, argv=list(argv))
+    print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {args.out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from zoo.registry import get_entry, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise UsageError(f"no model matches {args.pattern!r}; run 'glrzoo models' for all")
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {get_entry(name).description}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from zoo.data import available
+
+    if args.data_dir:
+        os.environ["GLRZOO_DATA_DIR"] = args.data_dir
+    for row in available():
+        print(f"{row['name']:<14} {'yes' if row['available'] else 'no ':<4} {row['source']}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from evaluation.demo import run_demo
+
+    run_demo(args.out, quick=args.quick)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed one usage line and the error
+        return int(e.code or 0)
+    try:
+        if args.command == "train":
+            return cmd_train(args, argv)
+        if args.command == "models":
+            return cmd_models(args)
+        if args.command == "datasets":
+            return cmd_datasets(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except (UsageError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"glrzoo: error: {e}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
