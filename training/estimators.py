@@ -35,6 +35,7 @@ class Estimate(NamedTuple):
 
 class GradientEstimator(Protocol):
     loss: str
+    log_names: tuple  # names of the scalars in Estimate.logs (the trainer shows their running means)
 
     def __call__(self, model: keras.Model, x: tf.Tensor, y: tf.Tensor, step: tf.Tensor) -> Estimate: ...
 
@@ -50,6 +51,7 @@ class Backprop:
     """
 
     loss: str = "ce"
+    log_names = ()
 
     def __post_init__(self):
         get_loss(self.loss)

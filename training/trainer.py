@@ -40,7 +40,8 @@ class Trainer(keras.Model):
         self.transforms = tuple(transforms)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.extra_trackers: dict[str, keras.metrics.Mean] = {}
+        # Keras forbids creating state inside train_step, so the estimator declares its logs up front.
+        self.extra_trackers = {name: keras.metrics.Mean(name=name) for name in getattr(estimator, "log_names", ())}
 
     def call(self, x, training=False):
         return self.net(x, training=training)
@@ -48,11 +49,6 @@ class Trainer(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, self.acc_tracker, *self.extra_trackers.values()]
-
-    def _extra(self, name):
-        if name not in self.extra_trackers:
-            self.extra_trackers[name] = keras.metrics.Mean(name=name)
-        return self.extra_trackers[name]
 
     def train_step(self, data):
         x, y = data[0], data[1]
@@ -64,7 +60,7 @@ class Trainer(keras.Model):
         self.loss_tracker.update_state(estimate.loss)
         self.acc_tracker.update_state(y, estimate.logits)
         for name, value in estimate.logs.items():
-            self._extra(name).update_state(value)
+            self.extra_trackers[name].update_state(value)
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):

@@ -5,6 +5,11 @@ Example:
     >>> model = zoo.create_model("cnn6", (28, 28, 1), 10, noise="multiplicative", train_stddev=1.0)
     >>> zoo.set_noise(model, infer_stddev=0.6)
 """
+import os
+
+# Quiet TensorFlow's C++ start-up banner unless the user chose a log level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from zoo.noise import noise_settings, noisy_layers, set_noise
 from zoo.noise_context import NoiseRecord, noise_override, record_noise
 from zoo.noisy_base import NoisyLayer

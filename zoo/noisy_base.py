@@ -189,6 +189,8 @@ class BatchNormMixin:
         axes = list(range(len(z.shape) - 1))
         if training:
             mean, var = tf.nn.moments(z, axes)
+            if current_recorder() is not None:  # GLR treats batch statistics as constants
+                mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
             m = self.bn_momentum
             self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
             self.moving_variance.assign(m * self.moving_variance + (1 - m) * var)
