@@ -22,3 +22,25 @@ def data_dir() -> str | None:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (Linux ru_maxrss is KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class EpochTimer:
+    """Keras callback recording wall-clock seconds of every epoch (the first one includes tracing)."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                import time
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                import time
+                self.seconds.append(time.perf_counter() - self._t)
+
+        return _Timer()

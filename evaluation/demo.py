@@ -1,6 +1,7 @@
 """``glrzoo demo``: the main job on the bundled digits, end to end, in a few minutes on 2 CPU cores.
 
-Trains a plain and a noise-injected model by backprop, exports both, loads the exports back,
+Trains a plain and a noise-injected model by backprop and two forward-only GLR models (sigmoid
+and threshold units), exports them, loads the exports back,
 and measures clean accuracy and noisy-inference accuracy with voting over several noise levels.
 Writes ``<out>/report.json`` and ``<out>/report.md`` and prints the table.
 """
@@ -22,12 +23,20 @@ STDDEVS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def demo_configs(out: Path, quick: bool) -> list[TrainConfig]:
+    """Backprop plain and noise-injected (multiplicative, stddev 1.0) MLPs, and two GLR-trained MLPs
+    (sigmoid and threshold units, Gaussian estimator noise with a leave-one-out baseline)."""
     epochs = 5 if quick else 40
-    common = dict(model="mlp", dataset="digits", epochs=epochs, batch_size=32, lr=3e-3, noise="multiplicative",
-                  model_args={"hidden": [128], "activation": "relu"}, verbose=0, overwrite=True)
+    glr_epochs = 3 if quick else 20
+    common = dict(model="mlp", dataset="digits", batch_size=32, noise="multiplicative", verbose=0, overwrite=True)
+    bp_args = dict(epochs=epochs, lr=3e-3, model_args={"hidden": [128], "activation": "relu"})
+    glr_args = dict(method="glr", epochs=glr_epochs, lr=1e-2, model_args={"hidden": [64]})
     return [
-        TrainConfig(out=str(out / "bp_plain"), train_stddev=0.0, **common),
-        TrainConfig(out=str(out / "bp_noise1.0"), train_stddev=1.0, **common),
+        TrainConfig(out=str(out / "bp_plain"), train_stddev=0.0, **bp_args, **common),
+        TrainConfig(out=str(out / "bp_noise1.0"), train_stddev=1.0, **bp_args, **common),
+        TrainConfig(out=str(out / "glr_sigmoid"), activation="sigmoid",
+                    method_args={"replications": 10, "baseline": True}, **glr_args, **common),
+        TrainConfig(out=str(out / "glr_threshold"), activation="threshold",
+                    method_args={"replications": 100, "baseline": True}, **glr_args, **common),
     ]
 
 

@@ -125,3 +125,60 @@ def test_glr_path_uses_no_autodiff():
             grads = glr(replications=8)(model, x, y, 0).grads
     assert all(g.shape == v.shape for g, v in zip(grads, model.trainable_variables))
     assert not any(outer.watched_variables())
+
+
+def test_threshold_net_with_zero_one_loss_learns_digits(digits):
+    """Step activations and the 0-1 loss have no useful derivative; GLR trains them anyway."""
+    from training.pipeline import epoch_dataset
+    from training.trainer import Trainer
+
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("mlp", digits.input_shape, 10, hidden=(64,), activation="threshold")
+    trainer = Trainer(model, glr(loss="zero_one", replications=100, baseline=True))
+    trainer.compile(optimizer=keras.optimizers.Adagrad(0.1))
+    ds, steps = epoch_dataset(digits.x_train, digits.y_train, 32, 0, 0, 4)
+    trainer.fit(ds, epochs=4, steps_per_epoch=steps, verbose=0)
+    acc = float(np.mean(np.argmax(model(digits.x_test, training=False), -1) == digits.y_test))
+    # chance is 10% (binomial SE 1.6% on 360 examples); 40% is > 18 SE above it
+    assert acc > 0.40, acc
+
+
+def test_glr_under_model_fit_and_cli_flags(tmp_path):
+    from zoo.cli import main
+    from zoo.export import read_metadata
+
+    out = tmp_path / "g"
+    argv = ["train", "--model", "test_mlp", "--method", "glr", "--replications", "4", "--estimator-noise", "laplace",
+            "--sigma", "0.5", "--baseline", "--antithetic", "--layerwise", "--qmc", "--epochs", "1", "--quiet",
+            "--out", str(out)]
+    assert main(argv) == 0
+    method = read_metadata(out)["training"]["method"]
+    assert method["method"] == "glr" and method["replications"] == 4 and method["distribution"] == "laplace"
+    assert method["sigma"] == 0.5 and method["baseline"] and method["antithetic"] and method["layerwise"] and method["qmc"]
+    assert main(["train", "--model", "test_mlp", "--replications", "4", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "--model", "test_mlp", "--method", "glr", "--replications", "3", "--antithetic",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_divergence_stops_with_step_and_cause(tmp_path, capsys):
+    from zoo.cli import main
+
+    code = main(["train", "--model", "test_mlp", "--method", "glr", "--lr", "1e38", "--epochs", "2", "--quiet",
+                 "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged at epoch 1, step" in err and "--lr" in err and "--sigma" in err
+    assert not (tmp_path / "d" / "metadata.json").exists()
+
+
+def test_chunked_replications_match_single_pass():
+    """Batches whose N * R rows exceed max_rows run in example chunks; the estimator is unchanged."""
+    model = small_model("dense")
+    x, y = batch("dense")
+    one = estimates(glr(replications=500, report_rse=False), model, x, y, 24)
+    chunked_est = glr(replications=500, max_rows=1000, report_rse=False)  # 2 examples per chunk, 3 chunks
+    chunked = estimates(chunked_est, model, x, y, 24)
+    z = (one.mean(0) - chunked.mean(0)) / np.sqrt(one.var(0, ddof=1) / 24 + chunked.var(0, ddof=1) / 24)
+    assert np.max(np.abs(z)) < 4.5
+    res = chunked_est(model, x, y, 0)
+    assert res.logits.shape == (6, 3) and np.isfinite(float(res.loss))

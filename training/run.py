@@ -152,7 +152,8 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
     return correct / max(len(x), 1)
 
 
-def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None) -> dict:
+def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,
+          callbacks: list | None = None) -> dict:
     """Train, evaluate and (when ``config.out`` is set) export. Returns the metadata dict.
 
     With ``config.out``, the state after every epoch is kept in ``<out>/checkpoints`` (weights,
@@ -183,7 +184,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     trainer.optimizer.build(model.trainable_variables)
 
     start_epoch = _completed_epochs(ckpt) if (ckpt is not None and config.resume) else 0
-    callbacks = [DivergenceGuard("lower the learning rate (--lr) or the estimator noise (--sigma)")]
+    callbacks = [DivergenceGuard("lower the learning rate (--lr) or the estimator noise (--sigma)"), *(callbacks or [])]
     if ckpt is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(str(ckpt), double_checkpoint=True, delete_checkpoint=False))
     ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)

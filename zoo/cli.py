@@ -171,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"glrzoo: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from training.run import TrainingDiverged
+        if not isinstance(e, TrainingDiverged):
+            raise
+        print(f"glrzoo: error: {e}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command}")
     return 2
 

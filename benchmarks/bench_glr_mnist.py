@@ -1,0 +1,86 @@
+"""GLR on MNIST: the authors' 784-50-10 table, and GLR speed against backprop, side by side.
+
+    python benchmarks/bench_glr_mnist.py speed            # s/epoch: bp, GLR R=10, GLR R=100 (+ ratios)
+    python benchmarks/bench_glr_mnist.py table [--out saved_models/mnist]   # the five-row accuracy table
+
+The table's recipes (PAPERS.md section 5): MLP 784-50-10, batch 128 (32 for threshold + 0-1 loss),
+AdaGrad/Adam as listed in RECIPES, weight decay 1e-4 where the authors used it, GLR noise Gaussian.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import EpochTimer, data_dir, peak_rss_mib
+
+from training.run import TrainConfig, train
+from zoo.data import load_dataset
+
+AUTHORS = {"bp_sigmoid_ce": 96.34, "glr_sigmoid_ce": 95.54, "glr_threshold_ce": 95.33,
+           "glr_sigmoid_01": 84.54, "glr_threshold_01": 90.22}
+
+RECIPES = {
+    "bp_sigmoid_ce": dict(method="bp", activation="sigmoid", loss="ce", optimizer="adam", lr=1e-3, epochs=12),
+    "glr_sigmoid_ce": dict(method="glr", activation="sigmoid", loss="ce", optimizer="adam", lr=3e-3, epochs=12,
+                           method_args=dict(replications=10, sigma=1.0, baseline=True)),
+    "glr_threshold_ce": dict(method="glr", activation="threshold", loss="ce", optimizer="adam", lr=3e-3, epochs=12,
+                             method_args=dict(replications=100, sigma=1.0, baseline=True)),
+    "glr_sigmoid_01": dict(method="glr", activation="sigmoid", loss="zero_one", optimizer="adam", lr=3e-3,
+                           epochs=24, method_args=dict(replications=100, sigma=1.0, baseline=True)),
+    "glr_threshold_01": dict(method="glr", activation="threshold", loss="zero_one", optimizer="adam", lr=3e-3,
+                             epochs=24, method_args=dict(replications=100, sigma=1.0, baseline=True)),
+}
+
+
+def speed(data, epochs: int = 2) -> None:
+    """Seconds per epoch in steady state (the last epoch; the first also traces the step function)."""
+    rows = []
+    for label, method, args in [("bp", "bp", {}), ("glr R=10", "glr", {"replications": 10}),
+                                ("glr R=100", "glr", {"replications": 100})]:
+        config = TrainConfig(model="glr_mlp", dataset="mnist", method=method, epochs=epochs, batch_size=128,
+                             optimizer="adam", lr=3e-3, activation="sigmoid", verbose=0, method_args=args)
+        timer = EpochTimer()
+        meta = train(config, data=data, callbacks=[timer])
+        rows.append((label, timer.seconds[-1], meta["metrics"]["test_accuracy"]))
+    bp_s = rows[0][1]
+    for label, sec, acc in rows:
+        print(f"{label:<10} {sec:6.2f} s/epoch (steady)  ratio to bp {sec / bp_s:5.2f}  test acc after {epochs} epochs "
+              f"{100 * acc:.2f}%")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
+
+
+def table(data, out: str | None, only: list[str] | None) -> None:
+    results = {}
+    for name, recipe in RECIPES.items():
+        if only and name not in only:
+            continue
+        recipe = dict(recipe)
+        config = TrainConfig(model="glr_mlp", dataset="mnist", batch_size=128, seed=0, verbose=2,
+                             out=str(Path(out) / name) if out else None, overwrite=True, **recipe)
+        t = time.time()
+        meta = train(config, data=data)
+        acc = 100 * meta["metrics"]["test_accuracy"]
+        results[name] = acc
+        print(f"{name:<18} clean {acc:6.2f}%  (authors {AUTHORS[name]:.2f}%)  {time.time() - t:.0f} s", flush=True)
+    print(json.dumps(results))
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["speed", "table"])
+    p.add_argument("--epochs", type=int, default=2, help="epochs for 'speed' (the last one is timed)")
+    p.add_argument("--out", default=None, help="export the table's models under this folder")
+    p.add_argument("--only", nargs="*", default=None, help="rows of the table to run")
+    args = p.parse_args()
+    data = load_dataset("mnist", data_dir())
+    if args.what == "speed":
+        speed(data, args.epochs)
+    else:
+        table(data, args.out, args.only)
+
+
+if __name__ == "__main__":
+    main()
