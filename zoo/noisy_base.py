@@ -174,7 +174,7 @@ class BatchNormMixin:
     times the input (for the kernel): PAPERS.md section 1.
     """
 
-    bn_momentum = 0.99
+    bn_momentum = 0.9  # PyTorch-style; 0.99 leaves moving statistics unconverged after short runs
     bn_epsilon = 1e-3
 
     def build_batchnorm(self, channels: int) -> None:
