@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +40,8 @@ def speed(data, epochs: int = 2) -> None:
     """Seconds per epoch in steady state (the last epoch; the first also traces the step function)."""
     rows = []
     for label, method, args in [("bp", "bp", {}), ("glr R=10", "glr", {"replications": 10}),
-                                ("glr R=100", "glr", {"replications": 100})]:
+                                ("glr R=100", "glr", {"replications": 100}),
+                                ("glr R=100 antithetic", "glr", {"replications": 100, "antithetic": True})]:
         config = TrainConfig(model="glr_mlp", dataset="mnist", method=method, epochs=epochs, batch_size=128,
                              optimizer="adam", lr=3e-3, activation="sigmoid", verbose=0, method_args=args)
         timer = EpochTimer()
@@ -46,7 +49,7 @@ def speed(data, epochs: int = 2) -> None:
         rows.append((label, timer.seconds[-1], meta["metrics"]["test_accuracy"]))
     bp_s = rows[0][1]
     for label, sec, acc in rows:
-        print(f"{label:<10} {sec:6.2f} s/epoch (steady)  ratio to bp {sec / bp_s:5.2f}  test acc after {epochs} epochs "
+        print(f"{label:<20} {sec:6.2f} s/epoch (steady)  ratio to bp {sec / bp_s:5.2f}  test acc after {epochs} epochs "
               f"{100 * acc:.2f}%")
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
 
@@ -60,7 +63,8 @@ def table(data, out: str | None, only: list[str] | None) -> None:
         config = TrainConfig(model="glr_mlp", dataset="mnist", batch_size=128, seed=0, verbose=2,
                              out=str(Path(out) / name) if out else None, overwrite=True, **recipe)
         t = time.time()
-        meta = train(config, data=data)
+        command = "python " + " ".join(shlex.quote(a) for a in sys.argv) + f"  # row {name}"
+        meta = train(config, data=data, command=command)
         acc = 100 * meta["metrics"]["test_accuracy"]
         results[name] = acc
         print(f"{name:<18} clean {acc:6.2f}%  (authors {AUTHORS[name]:.2f}%)  {time.time() - t:.0f} s", flush=True)

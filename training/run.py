@@ -84,7 +84,10 @@ def make_estimator(method: str, loss: str = "ce", **kwargs):
     if method == "glr":
         from training.glr import glr
         return glr(loss=loss, **kwargs)
-    raise ValueError(f"unknown --method {method!r}; choose one of bp, glr")
+    if method == "bang":
+        from training.bang import bang
+        return bang(loss=loss, **kwargs)
+    raise ValueError(f"unknown --method {method!r}; choose one of bp, glr, bang")
 
 
 def make_optimizer(name: str, lr: float, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
@@ -153,7 +156,7 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
 
 
 def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,
-          callbacks: list | None = None) -> dict:
+          callbacks: list | None = None, command: str | None = None) -> dict:
     """Train, evaluate and (when ``config.out`` is set) export. Returns the metadata dict.
 
     With ``config.out``, the state after every epoch is kept in ``<out>/checkpoints`` (weights,
@@ -215,7 +218,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                      "infer_stddev": config.infer_stddev},
         "metrics": metrics,
         "versions": versions(),
-        "command": " ".join(["glrzoo", *argv]) if argv is not None else None,
+        "command": command or (" ".join(["glrzoo", *argv]) if argv is not None else None),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is not None:

@@ -44,7 +44,7 @@ def _json_dict(text: str) -> dict:
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
     p.add_argument("--dataset", default="digits", help="data set name ('glrzoo datasets')")
-    p.add_argument("--method", default="bp", choices=["bp", "glr"], help="gradient estimator")
+    p.add_argument("--method", default="bp", choices=["bp", "glr", "bang"], help="gradient estimator")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -67,6 +67,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--antithetic", action="store_true", default=None, help="antithetic noise pairs (e, -e)")
     g.add_argument("--layerwise", action="store_true", default=None, help="noise in one layer per step, cycling")
     g.add_argument("--qmc", action="store_true", default=None, help="stratified quasi-Monte Carlo noise")
+    g = p.add_argument_group("BANG (--method bang)")
+    g.add_argument("--bang-epsilon", type=float, default=None, help="exponent scale epsilon (paper: 0.78-0.86)")
+    g.add_argument("--bang-beta", type=float, default=None, help="gradient scale beta (paper: 0.4-1.6)")
+    g.add_argument("--bang-half-eps-misclassified", action="store_true", default=None,
+                   help="use epsilon / 2 for misclassified examples (the paper's CIFAR-10 setting)")
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -98,13 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _glr_args(args) -> dict:
-    names = {"replications": "replications", "estimator_noise": "distribution", "sigma": "sigma",
-             "baseline": "baseline", "antithetic": "antithetic", "layerwise": "layerwise", "qmc": "qmc"}
-    given = {dest: getattr(args, flag) for flag, dest in names.items() if getattr(args, flag, None) is not None}
-    if given and args.method != "glr":
-        raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} only apply to --method glr")
-    return given
+METHOD_FLAGS = {
+    "glr": {"replications": "replications", "estimator_noise": "distribution", "sigma": "sigma",
+            "baseline": "baseline", "antithetic": "antithetic", "layerwise": "layerwise", "qmc": "qmc"},
+    "bang": {"bang_epsilon": "epsilon", "bang_beta": "beta",
+             "bang_half_eps_misclassified": "half_epsilon_misclassified"},
+}
+
+
+def _method_args(args) -> dict:
+    """The method-specific flags that were given, as keyword arguments of the chosen estimator."""
+    out = {}
+    for method, names in METHOD_FLAGS.items():
+        given = {dest: getattr(args, flag) for flag, dest in names.items() if getattr(args, flag, None) is not None}
+        if given and args.method != method:
+            flags = ", ".join("--" + flag.replace("_", "-") for flag in names if getattr(args, flag, None) is not None)
+            raise UsageError(f"{flags} only apply to --method {method}")
+        if method == args.method:
+            out = given
+    return out
 
 
 def cmd_train(args, argv) -> int:
@@ -117,7 +134,7 @@ def cmd_train(args, argv) -> int:
         activation=args.activation, loss=args.loss, seed=args.seed, data_dir=args.data_dir,
         download=args.download, train_limit=args.train_limit, test_limit=args.test_limit, resume=args.resume,
         overwrite=args.overwrite, verbose=0 if args.quiet else 2, model_args=args.model_args,
-        method_args=_glr_args(args))
+        method_args=_method_args(args))
     meta = train(config, argv=list(argv))
     print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {args.out}")
     return 0

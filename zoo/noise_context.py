@@ -201,3 +201,33 @@ def sum_replications(t: tf.Tensor, r: int) -> tf.Tensor:
         return t
     shape = tf.shape(t)
     return tf.reduce_sum(tf.reshape(t, tf.concat([[-1, r], shape[1:]], 0)), axis=1)
+
+
+# --------------------------------------------------------------------------- layer outputs (BANG)
+@dataclasses.dataclass
+class OutputRecord:
+    """A noisy layer's noisy pre-activation ``v`` and output ``y = phi(v)`` from one forward pass."""
+
+    layer: Any
+    preactivation: tf.Tensor
+    output: tf.Tensor
+
+
+@contextlib.contextmanager
+def record_outputs() -> Iterator[list]:
+    """Collect an :class:`OutputRecord` from every dense/conv noisy layer called inside the block.
+
+    Per-layer rescaling estimators (BANG) differentiate the loss with respect to these tensors.
+    """
+    records: list[OutputRecord] = []
+    stack = _stack("outputs")
+    stack.append(records)
+    try:
+        yield records
+    finally:
+        stack.pop()
+
+
+def current_output_recorder() -> list | None:
+    stack = _stack("outputs")
+    return stack[-1] if stack else None

@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 from zoo import activations
-from zoo.noise_context import NoiseRecord, current_override, current_recorder, repeat_rows, sum_replications
+from zoo.noise_context import (NoiseRecord, OutputRecord, current_output_recorder, current_override,
+                                current_recorder, repeat_rows, sum_replications)
 
 NOISE_KINDS = ("additive", "multiplicative")
 
@@ -130,7 +131,12 @@ class NoisyLayer(keras.layers.Layer):
         return z + e
 
     def activate(self, v: tf.Tensor) -> tf.Tensor:
-        return self._phi(v)
+        """``y = phi(v)``; also records ``(v, y)`` inside :func:`zoo.noise_context.record_outputs`."""
+        y = self._phi(v)
+        outputs = current_output_recorder()
+        if outputs is not None:
+            outputs.append(OutputRecord(self, v, y))
+        return y
 
     # ----------------------------------------------------------------- GLR
     def glr_gradients(self, record: NoiseRecord, g: tf.Tensor, replications: int) -> dict:
