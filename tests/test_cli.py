@@ -100,3 +100,16 @@ def test_sigkill_then_resume_loses_nothing(tmp_path):
     assert main(args + ["--out", str(killed), "--resume"]) == 0
     for a, b in zip(_weights(full), _weights(killed)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sweep_trains_one_model_per_stddev(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--model", "test_mlp", "--epochs", "1", "--noise", "multiplicative", "--train-stddevs",
+                 "0,0.5", "--quiet", "--out", str(out)])
+    assert code == 0
+    for s in ("0", "0.5"):
+        meta = read_metadata(out / f"train_stddev_{s}")
+        assert meta["training"]["train_stddev"] == float(s) and meta["training"]["noise"] == "multiplicative"
+    assert main(["sweep", "--model", "test_mlp", "--train-stddevs", "0,-1", "--out", str(tmp_path / "bad")]) == 2
+    assert main(["sweep", "--model", "test_mlp", "--train-stddevs", "a,b", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -60,6 +60,7 @@ class TrainConfig:
     verbose: int = 2
     model_args: dict = dataclasses.field(default_factory=dict)
     method_args: dict = dataclasses.field(default_factory=dict)
+    adversarial: dict | None = None  # e.g. {"eps": 0.3, "step": 0.01, "iterations": 40}: PGD training
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -181,7 +182,11 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
 
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, data)
-    trainer = Trainer(model, estimator)
+    transforms = []
+    if config.adversarial is not None:
+        from training.adversarial import pgd_training
+        transforms.append(pgd_training(seed=config.seed, **config.adversarial))
+    trainer = Trainer(model, estimator, transforms)
     trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
     trainer.build((None, *data.input_shape))
     trainer.optimizer.build(model.trainable_variables)
@@ -212,7 +217,8 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                          "parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))},
         "dataset": {"name": data.name, "source": data.source, "train_examples": len(data.x_train),
                     "test_examples": len(data.x_test)},
-        "training": {"method": estimator.config(), "epochs": config.epochs, "batch_size": config.batch_size,
+        "training": {"method": estimator.config(), "transforms": [t.config() for t in transforms],
+                     "epochs": config.epochs, "batch_size": config.batch_size,
                      "lr": config.lr, "optimizer": config.optimizer, "weight_decay": config.weight_decay,
                      "seed": config.seed, "noise": config.noise, "train_stddev": config.train_stddev,
                      "infer_stddev": config.infer_stddev},
@@ -225,6 +231,23 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         export_model(model, out, meta, overwrite=True)
     meta["model"] = model
     return meta
+
+
+def sweep(config: TrainConfig, train_stddevs, data: Dataset | None = None, argv: list[str] | None = None) -> list[dict]:
+    """Train one model per training noise stddev (all else equal), each exported to
+    ``<config.out>/train_stddev_<s>``; the evaluation harness draws the train x inference grid from them."""
+    stddevs = [float(s) for s in train_stddevs]
+    if not stddevs or any(not s >= 0 for s in stddevs):
+        raise ValueError(f"--train-stddevs needs one or more values >= 0, got {train_stddevs}")
+    if config.out is None:
+        raise ValueError("a sweep needs --out")
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir, config.download)
+    metas = []
+    for s in stddevs:
+        run = dataclasses.replace(config, train_stddev=s, out=str(Path(config.out) / f"train_stddev_{s:g}"))
+        metas.append(train(run, data=data, argv=argv))
+    return metas
 
 
 def _model_overrides(config: TrainConfig) -> dict:

@@ -67,6 +67,12 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--antithetic", action="store_true", default=None, help="antithetic noise pairs (e, -e)")
     g.add_argument("--layerwise", action="store_true", default=None, help="noise in one layer per step, cycling")
     g.add_argument("--qmc", action="store_true", default=None, help="stratified quasi-Monte Carlo noise")
+    g = p.add_argument_group("adversarial training (--adversarial pgd)")
+    g.add_argument("--adversarial", choices=["pgd"], default=None, help="half of each batch becomes PGD examples")
+    g.add_argument("--adv-eps", type=float, default=0.3, help="L-inf radius in pixel units [0, 1]")
+    g.add_argument("--adv-step", type=float, default=0.01)
+    g.add_argument("--adv-iters", type=_positive_int, default=40)
+    g.add_argument("--adv-no-random-start", action="store_true")
     g = p.add_argument_group("BANG (--method bang)")
     g.add_argument("--bang-epsilon", type=float, default=None, help="exponent scale epsilon (paper: 0.78-0.86)")
     g.add_argument("--bang-beta", type=float, default=None, help="gradient scale beta (paper: 0.4-1.6)")
@@ -91,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory (TF Serving layout + model.keras + metadata.json)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("sweep", help="train one model per training noise stddev (noise-injection sweep)")
+    add_train_flags(p)
+    add_data_flags(p)
+    p.add_argument("--train-stddevs", required=True, help="comma-separated list, e.g. 0,0.2,0.5,1.0")
+    p.add_argument("--out", required=True, help="folder; each model goes to OUT/train_stddev_<s>")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("demo", help="train, export, evaluate and report on the bundled digits (a few minutes)")
@@ -124,19 +139,43 @@ def _method_args(args) -> dict:
     return out
 
 
-def cmd_train(args, argv) -> int:
-    from training.run import TrainConfig, train
+def _adversarial(args) -> dict | None:
+    if args.adversarial is None:
+        return None
+    return {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
+            "random_start": not args.adv_no_random_start}
 
-    config = TrainConfig(
+
+def _train_config(args):
+    from training.run import TrainConfig
+
+    return TrainConfig(
         model=args.model, dataset=args.dataset, method=args.method, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
         noise=args.noise, train_stddev=args.train_stddev, infer_stddev=args.infer_stddev,
         activation=args.activation, loss=args.loss, seed=args.seed, data_dir=args.data_dir,
         download=args.download, train_limit=args.train_limit, test_limit=args.test_limit, resume=args.resume,
         overwrite=args.overwrite, verbose=0 if args.quiet else 2, model_args=args.model_args,
-        method_args=_method_args(args))
-    meta = train(config, argv=list(argv))
+        method_args=_method_args(args), adversarial=_adversarial(args))
+
+
+def cmd_train(args, argv) -> int:
+    from training.run import train
+
+    meta = train(_train_config(args), argv=list(argv))
     print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {args.out}")
+    return 0
+
+
+def cmd_sweep(args, argv) -> int:
+    from training.run import sweep
+
+    try:
+        stddevs = [float(v) for v in args.train_stddevs.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--train-stddevs must be comma-separated numbers, got {args.train_stddevs!r}") from None
+    for meta in sweep(_train_config(args), stddevs, argv=list(argv)):
+        print(f"train_stddev {meta['training']['train_stddev']:g}: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     return 0
 
 
@@ -179,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, argv)
+        if args.command == "sweep":
+            return cmd_sweep(args, argv)
         if args.command == "models":
             return cmd_models(args)
         if args.command == "datasets":

@@ -1,0 +1,59 @@
+import keras
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from training.adversarial import pgd_linf, pgd_training
+from training.estimators import bp
+from training.losses import cross_entropy
+from training.trainer import Trainer
+
+
+def trained_digits_model(digits):
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("mlp", digits.input_shape, 10, hidden=(64,), activation="relu")
+    trainer = Trainer(model, bp())
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    trainer.fit(digits.x_train, digits.y_train, epochs=8, batch_size=64, verbose=0)
+    return model
+
+
+def test_pgd_stays_in_ball_and_fools_an_undefended_model(digits):
+    model = trained_digits_model(digits)
+    x, y = tf.constant(digits.x_test[:200]), tf.constant(digits.y_test[:200])
+    adv = pgd_linf(model, x, y, eps=0.3, step=0.05, iterations=20, random_start=True, seed=tf.constant([1, 2], tf.int64))
+    assert float(tf.reduce_max(tf.abs(adv - x))) <= 0.3 + 1e-6
+    assert float(tf.reduce_min(adv)) >= 0.0 and float(tf.reduce_max(adv)) <= 1.0
+    clean = np.mean(np.argmax(model(x), -1) == y.numpy())
+    robust = np.mean(np.argmax(model(adv), -1) == y.numpy())
+    assert clean > 0.9 and robust < 0.2, (clean, robust)
+    loss_clean = float(tf.reduce_mean(cross_entropy(model(x), y)))
+    assert float(tf.reduce_mean(cross_entropy(model(adv), y))) > loss_clean
+
+
+def test_transform_keeps_half_natural(digits):
+    model = trained_digits_model(digits)
+    x, y = tf.constant(digits.x_test[:10]), tf.constant(digits.y_test[:10])
+    x2, y2 = pgd_training(eps=0.2, step=0.05, iterations=3)(model, x, y, tf.constant(0))
+    np.testing.assert_array_equal(x2[:5], x[:5])
+    assert float(tf.reduce_max(tf.abs(x2[5:] - x[5:]))) > 0.1 and y2 is y
+
+
+def test_adversarial_training_from_cli_improves_pgd_accuracy(tmp_path, digits):
+    from zoo.cli import main
+    from zoo.export import load_model, read_metadata
+
+    common = ["train", "--model", "mlp", "--model-args", '{"hidden": [64], "activation": "relu"}', "--epochs", "6",
+              "--batch-size", "64", "--lr", "0.01", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--adversarial", "pgd", "--adv-eps", "0.15", "--adv-step", "0.05", "--adv-iters", "5",
+                          "--out", str(tmp_path / "adv")]) == 0
+    assert read_metadata(tmp_path / "adv")["training"]["transforms"][0]["eps"] == 0.15
+    x, y = tf.constant(digits.x_test), tf.constant(digits.y_test)
+    acc = {}
+    for name in ("plain", "adv"):
+        m = load_model(tmp_path / name)
+        adv = pgd_linf(m, x, y, 0.15, 0.03, 10, True, tf.constant([3, 4], tf.int64))
+        acc[name] = float(np.mean(np.argmax(m(adv), -1) == digits.y_test))
+    # 360 test digits: binomial SE <= 2.7 points; demand a 15-point gain
+    assert acc["adv"] > acc["plain"] + 0.15, acc
