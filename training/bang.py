@@ -62,7 +62,11 @@ class Bang:
 
     def scales(self, kappa_norm: tf.Tensor, epsilon: tf.Tensor) -> tf.Tensor:
         """``eta_i`` ``[N]`` from ``||kappa_i||`` ``[N]`` and per-example ``epsilon`` ``[N]``."""
-        m = tf.reduce_max(kappa_norm)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:  # the max is over the global batch
+            m = tf.reduce_max(ctx.all_gather(kappa_norm, axis=0))
+        else:
+            m = tf.reduce_max(kappa_norm)
         safe = tf.where(kappa_norm > 0, kappa_norm, m)
         rho = epsilon * (1.0 - safe / tf.maximum(m, 1e-30))
         eta = tf.pow(tf.maximum(m, 1e-30) / safe, rho)

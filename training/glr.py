@@ -106,8 +106,7 @@ class GLR:
         classes = model.output_shape[-1]
         total = tf.cast(n * R, tf.float32)
 
-        def chunk_estimate(start):
-            xs, ys = x[start:start + chunk], y[start:start + chunk]
+        def chunk_estimate(start, xs, ys):
             b = tf.shape(xs)[0]
             with record_noise(replications=R, distribution=self.distribution, sigma=self.sigma,
                               layer_sigma=self.layer_sigma, antithetic=self.antithetic, qmc=self.qmc,
@@ -119,25 +118,31 @@ class GLR:
             grads = self._accumulate(rec, weights, index, variables)
             if self.report_rse:
                 half = tf.tile(self._half_mask(), [b]) if R > 1 else tf.cast((tf.range(b) + start) % 2 == 0, tf.float32)
-                half = half * 2.0
-                grads_half = self._accumulate(rec, weights * half, index, variables)
+                grads_half = self._accumulate(rec, weights * half * 2.0, index, variables)
             else:
                 grads_half = [tf.zeros_like(g) for g in grads]
             mean_logits = tf.reduce_mean(tf.reshape(logits, [b, R, classes]), axis=1)
             return grads, grads_half, tf.reduce_sum(losses), mean_logits
 
-        def body(start, grads, grads_half, loss_sum, logits_ta):
-            g, gh, ls, lg = chunk_estimate(start)
-            grads = [a + c for a, c in zip(grads, g)]
-            grads_half = [a + c for a, c in zip(grads_half, gh)]
-            return start + chunk, grads, grads_half, loss_sum + ls, logits_ta.write(start // chunk, lg)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            # Layers update replicated state (noise counters, batch-norm statistics) with a cross-replica
+            # merge, which TensorFlow forbids inside a while_loop: each replica takes its local batch
+            # in one pass (keep per-replica batch x R within memory).
+            grads, grads_half, loss_sum, logits = chunk_estimate(0, x, y)
+        else:
+            def body(start, grads, grads_half, loss_sum, logits_ta):
+                g, gh, ls, lg = chunk_estimate(start, x[start:start + chunk], y[start:start + chunk])
+                grads = [a + c for a, c in zip(grads, g)]
+                grads_half = [a + c for a, c in zip(grads_half, gh)]
+                return start + chunk, grads, grads_half, loss_sum + ls, logits_ta.write(start // chunk, lg)
 
-        zeros = [tf.zeros_like(v) for v in variables]
-        ta = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
-                            element_shape=tf.TensorShape([None, classes]))
-        _, grads, grads_half, loss_sum, ta = tf.while_loop(
-            lambda start, *_: start < n, body, (tf.constant(0), zeros, list(zeros), tf.constant(0.0), ta))
-        logits = ta.concat()
+            zeros = [tf.zeros_like(v) for v in variables]
+            ta = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                element_shape=tf.TensorShape([None, classes]))
+            _, grads, grads_half, loss_sum, ta = tf.while_loop(
+                lambda start, *_: start < n, body, (tf.constant(0), zeros, list(zeros), tf.constant(0.0), ta))
+            logits = ta.concat()
         logs = {}
         if self.report_rse:
             # G = (G_a + G_b) / 2 with independent halves: tr Var(G) ~ ||G_a - G_b||^2 / 4 = ||G_a - G||^2

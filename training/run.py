@@ -5,6 +5,7 @@ This is the library function behind ``glrzoo train``; the CLI only parses flags 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -157,7 +158,8 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
 
 
 def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,
-          callbacks: list | None = None, command: str | None = None) -> dict:
+          callbacks: list | None = None, command: str | None = None,
+          strategy: tf.distribute.Strategy | None = None) -> dict:
     """Train, evaluate and (when ``config.out`` is set) export. Returns the metadata dict.
 
     With ``config.out``, the state after every epoch is kept in ``<out>/checkpoints`` (weights,
@@ -181,15 +183,16 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
             shutil.rmtree(out)
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config, data)
-    transforms = []
-    if config.adversarial is not None:
-        from training.adversarial import pgd_training
-        transforms.append(pgd_training(seed=config.seed, **config.adversarial))
-    trainer = Trainer(model, estimator, transforms)
-    trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
-    trainer.build((None, *data.input_shape))
-    trainer.optimizer.build(model.trainable_variables)
+    with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+        model = build_model(config, data)
+        transforms = []
+        if config.adversarial is not None:
+            from training.adversarial import pgd_training
+            transforms.append(pgd_training(seed=config.seed, **config.adversarial))
+        trainer = Trainer(model, estimator, transforms)
+        trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
+        trainer.build((None, *data.input_shape))
+        trainer.optimizer.build(model.trainable_variables)
 
     start_epoch = _completed_epochs(ckpt) if (ckpt is not None and config.resume) else 0
     callbacks = [DivergenceGuard("lower the learning rate (--lr) or the estimator noise (--sigma)"), *(callbacks or [])]

@@ -56,7 +56,12 @@ class Trainer(keras.Model):
         for transform in self.transforms:
             x, y = transform(self.net, x, y, step)
         estimate = self.estimator(self.net, x, y, step)
-        self.optimizer.apply(estimate.grads, self.net.trainable_variables)
+        grads = estimate.grads
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            # Keras sums gradients over replicas; each estimate is a mean over its local batch.
+            grads = [g / ctx.num_replicas_in_sync for g in grads]
+        self.optimizer.apply(grads, self.net.trainable_variables)
         self.loss_tracker.update_state(estimate.loss)
         self.acc_tracker.update_state(y, estimate.logits)
         for name, value in estimate.logs.items():

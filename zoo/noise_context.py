@@ -135,7 +135,11 @@ class NoiseRecorder:
         hypercube along replications); every draw is still marginally exact, so the estimator
         stays unbiased.
         """
+        return replica_slice(lambda rows: self._sample_rows(per_example_shape, rows, seed), batch * self.replications)
+
+    def _sample_rows(self, per_example_shape, rows, seed) -> tf.Tensor:
         R = self.replications
+        batch = rows // R
         draws = R // 2 if self.antithetic else R
         shape = tf.concat([[batch, draws], tf.constant(per_example_shape, tf.int32)], 0)
         if self.qmc:
@@ -188,6 +192,17 @@ def record_noise(**kwargs) -> Iterator[NoiseRecorder]:
 def current_recorder() -> NoiseRecorder | None:
     stack = _stack("recorder")
     return stack[-1] if stack else None
+
+
+def replica_slice(draw, rows) -> tf.Tensor:
+    """``draw(rows)`` on one device; under a ``tf.distribute`` replica context with ``k`` replicas,
+    ``draw(k * rows)`` sliced to this replica's rows, so each example gets the same noise as in a
+    single-device run (exact when the global batch splits evenly across replicas)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return draw(rows)
+    k, rid = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+    return draw(rows * k)[rid * rows:(rid + 1) * rows]
 
 
 def repeat_rows(t: tf.Tensor, r: int) -> tf.Tensor:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from zoo import activations
 from zoo.noise_context import (NoiseRecord, OutputRecord, current_output_recorder, current_override,
-                                current_recorder, repeat_rows, sum_replications)
+                                current_recorder, replica_slice, repeat_rows, sum_replications)
 
 NOISE_KINDS = ("additive", "multiplicative")
 
@@ -81,14 +81,12 @@ class NoisyLayer(keras.layers.Layer):
     def next_seed(self) -> tf.Tensor:
         """A fresh stateless seed ``[2]`` (int64); advances the layer's counter.
 
-        Under a ``tf.distribute`` strategy each replica folds in its replica id so replicas
-        draw different noise.
+        Under a ``tf.distribute`` strategy every replica gets the same seed; noise is then drawn
+        for the global batch and each replica keeps its own rows (:func:`replica_slice`), so a
+        distributed run draws the same noise per example as a single-device run.
         """
         seed = tf.identity(tf.convert_to_tensor(self.rng_state))
         self.rng_state.assign_add(tf.constant([0, 1], tf.int64))
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         return seed
 
     # ----------------------------------------------------------------- noise
@@ -108,7 +106,8 @@ class NoisyLayer(keras.layers.Layer):
         seed = self.next_seed()
 
         def noisy():
-            n = tf.random.stateless_normal(tf.shape(z), seed, dtype=z.dtype)
+            n = replica_slice(lambda rows: tf.random.stateless_normal(
+                tf.concat([[rows], tf.shape(z)[1:]], 0), seed, dtype=z.dtype), tf.shape(z)[0])
             return z + s * n if self.noise == "additive" else z * (1.0 + s * n)
 
         return tf.cond(s > 0, noisy, lambda: tf.identity(z))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.noise_context import NoiseRecord, current_override, current_recorder, repeat_rows
+from zoo.noise_context import NoiseRecord, current_override, current_recorder, repeat_rows, replica_slice
 from zoo.noisy_base import NoisyLayer
 
 
@@ -65,7 +65,9 @@ class NoisyLSTM(NoisyLayer):
             override = current_override()
             s = tf.cast(override, xz.dtype) if override is not None else tf.convert_to_tensor(
                 self.train_stddev if training else self.infer_stddev)
-            noise = tf.random.stateless_normal(tf.shape(xz), self.next_seed(), dtype=xz.dtype)
+            seed = self.next_seed()
+            noise = replica_slice(lambda rows: tf.random.stateless_normal(
+                tf.concat([[rows], tf.shape(xz)[1:]], 0), seed, dtype=xz.dtype), tf.shape(xz)[0])
             mode = self.noise
 
         rows = tf.shape(xz)[0]
