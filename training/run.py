@@ -230,7 +230,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         "command": command or (" ".join(["glrzoo", *argv]) if argv is not None else None),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if out is not None:
+    if out is not None and _is_chief(strategy):
         export_model(model, out, meta, overwrite=True)
     meta["model"] = model
     return meta
@@ -251,6 +251,15 @@ def sweep(config: TrainConfig, train_stddevs, data: Dataset | None = None, argv:
         run = dataclasses.replace(config, train_stddev=s, out=str(Path(config.out) / f"train_stddev_{s:g}"))
         metas.append(train(run, data=data, argv=argv))
     return metas
+
+
+def _is_chief(strategy) -> bool:
+    """Only one worker of a multi-worker run writes the export."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                     and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def _model_overrides(config: TrainConfig) -> dict:

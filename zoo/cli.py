@@ -57,6 +57,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default="ce", choices=["ce", "zero_one", "hinge"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-args", type=_json_dict, default={}, help="JSON object of builder overrides")
+    p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
+                   help="tf.distribute strategy: all local devices, or the cluster described by TF_CONFIG")
     p.add_argument("--train-limit", type=_positive_int, default=None, help="use only the first N training examples")
     p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples")
     g = p.add_argument_group("GLR (--method glr)")
@@ -159,10 +161,22 @@ def _train_config(args):
         method_args=_method_args(args), adversarial=_adversarial(args))
 
 
+def _strategy(args):
+    import tensorflow as tf
+
+    if args.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if args.strategy == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UsageError("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
 def cmd_train(args, argv) -> int:
     from training.run import train
 
-    meta = train(_train_config(args), argv=list(argv))
+    meta = train(_train_config(args), argv=list(argv), strategy=_strategy(args))
     print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {args.out}")
     return 0
 

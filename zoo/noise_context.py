@@ -130,10 +130,11 @@ class NoiseRecorder:
         """Estimator noise of shape ``[batch * R, *per_example_shape]`` with unit scale.
 
         ``seed`` is a stateless seed ``[2]``. Antithetic: replications ``r`` and ``r + R/2`` are
-        negatives. QMC: for every coordinate the ``R`` draws are ``F^-1((r + u_r) / R)`` with a
-        random permutation of strata (a randomized 1-D Sobol/van der Corput set, i.e. Latin
-        hypercube along replications); every draw is still marginally exact, so the estimator
-        stays unbiased.
+        negatives. QMC: for every coordinate the ``R`` draws are ``F^-1((pi(r) + u_r) / R)`` with
+        ``pi`` a random permutation and ``u_r`` uniform: one draw in each of ``R`` equal-probability
+        strata (randomized stratified / Latin-hypercube sampling along the replications, the
+        one-dimensional form of scrambled Sobol points). Every draw is still marginally exact,
+        so the estimator stays unbiased; replications of one example become dependent.
         """
         return replica_slice(lambda rows: self._sample_rows(per_example_shape, rows, seed), batch * self.replications)
 
