@@ -1,0 +1,165 @@
+"""Adversarial attacks behind one adapter; cleverhans is imported here and nowhere else.
+
+Every attack maps clean images ``x`` (``[N, ...]``, pixels in [0, 1]) and labels ``y`` to
+adversarial images inside the L-inf (or L2) ball of radius ``eps`` around ``x``, clipped to [0, 1].
+
+=========  ============================================================  ======================
+name       method                                                        source
+=========  ============================================================  ======================
+``fgsm``   one signed-gradient step (Goodfellow et al. 2015)             cleverhans, as is
+``bim``    iterative FGSM, no random start (Kurakin et al. 2017)         cleverhans, ``sanity_checks=False``
+``pgd``    projected gradient descent, random start, restarts (Madry)    cleverhans + restarts here
+``mim``    momentum iterative method (Dong et al. 2018)                  cleverhans, as is
+``spsa``   gradient-free SPSA with Adam (Uesato et al. 2018)             reimplemented, batched
+=========  ============================================================  ======================
+
+cleverhans 4.0.0's ``spsa`` passes ``lr=`` to a Keras 3 optimizer and takes one example at a
+time, so it is reimplemented here (same estimator and margin loss, whole batches at once).
+
+Stochastic models (noise on at inference) are attacked through :func:`logits_fn` with ``eot``
+draws: the attacked function is the mean of the logits over ``eot`` noisy passes
+(expectation over transformation), so the gradient is not a single random draw's.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+ATTACKS = ("fgsm", "bim", "pgd", "mim", "spsa")
+
+
+def logits_fn(model, eot: int = 1, stddev=None) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``x -> logits`` in inference mode; with ``eot > 1`` the mean over ``eot`` noisy passes.
+
+    Args:
+        model: Keras model returning logits.
+        eot: number of noise draws averaged (expectation over transformation); 1 for a
+            deterministic model.
+        stddev: inference noise stddev override (``None``: the model's own ``infer_stddev``).
+    """
+    from zoo.noise_context import noise_override
+
+    def call(x):
+        if stddev is None:
+            return model(x, training=False)
+        with noise_override(stddev):
+            return model(x, training=False)
+
+    if eot <= 1:
+        return call
+
+    def averaged(x):
+        n = tf.shape(x)[0]
+        reps = tf.concat([[eot], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+        logits = call(tf.tile(x, reps))
+        return tf.reduce_mean(tf.reshape(logits, [eot, n, -1]), axis=0)
+
+    return averaged
+
+
+def _norm(norm):
+    return np.inf if norm in ("inf", "linf", np.inf) else int(norm)
+
+
+def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 20, step_size: float | None = None,
+           restarts: int = 1, seed: int = 0, spsa_samples: int = 64, spsa_delta: float = 0.01,
+           spsa_lr: float = 0.01) -> tf.Tensor:
+    """Run attack ``name`` against ``fn`` (``x -> logits``); returns adversarial ``x``.
+
+    Args:
+        eps: radius of the threat model in pixel units (L-inf or L2, per ``norm``).
+        steps: iterations (ignored by FGSM).
+        step_size: per-step size; default ``2.5 * eps / steps`` (Madry et al.).
+        restarts: PGD random restarts; per example the first restart that fools the model is
+            kept (else the last).
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.convert_to_tensor(y, tf.int64)
+    order = _norm(norm)
+    step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+    if eps == 0:
+        return x
+    from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+    from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+    common = dict(clip_min=0.0, clip_max=1.0, y=y)
+    if name == "fgsm":
+        return fast_gradient_method(fn, x, eps, order, **common)
+    if name == "bim":
+        return basic_iterative_method(fn, x, eps, step_size, steps, order, sanity_checks=False, **common)
+    if name == "mim":
+        return momentum_iterative_method(fn, x, eps, step_size, steps, order, **common)
+    if name == "spsa":
+        return spsa_linf(fn, x, y, eps, steps, spsa_samples, spsa_delta, spsa_lr, seed)
+    best = None
+    tf.random.set_seed(seed)
+    for _ in range(max(restarts, 1)):
+        adv = projected_gradient_descent(fn, x, eps, step_size, steps, order, rand_init=True,
+                                         sanity_checks=False, **common)
+        if best is None:
+            best = adv
+        else:
+            fooled = tf.not_equal(tf.argmax(fn(best), -1), y)
+            best = tf.where(tf.reshape(fooled, [-1] + [1] * (len(x.shape) - 1)), best, adv)
+    return best
+
+
+def _margin(logits, y):
+    """``logit_y - max_{k != y} logit_k``: negative once misclassified (SPSA minimizes it)."""
+    true = tf.gather(logits, y, batch_dims=1)
+    other = tf.reduce_max(logits - 1e9 * tf.one_hot(y, tf.shape(logits)[-1]), -1)
+    return true - other
+
+
+def spsa_linf(fn, x, y, eps, steps=20, samples=64, delta=0.01, lr=0.01, seed=0) -> tf.Tensor:
+    """Gradient-free L-inf attack: SPSA gradient estimates of the margin loss, Adam steps, projection.
+
+    Each step draws ``samples`` Rademacher directions ``v`` per example and estimates the gradient
+    as ``mean_v [m(x + delta v) - m(x - delta v)] / (2 delta) * v``; all ``2 * samples * N`` queries
+    go through ``fn`` as one batch. Never uses ``fn``'s gradient, so masked gradients do not stop it.
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.convert_to_tensor(y, tf.int64)
+    n = x.shape[0]
+    shape = x.shape[1:]
+    rng = tf.random.Generator.from_seed(seed)
+    pert = rng.uniform(tf.shape(x), -eps, eps)
+    m = tf.zeros_like(x)
+    v2 = tf.zeros_like(x)
+    b1, b2 = 0.9, 0.999
+    y_rep = tf.repeat(y, 2 * samples)
+    for t in range(1, steps + 1):
+        adv = tf.clip_by_value(x + pert, 0.0, 1.0)
+        dirs = tf.sign(rng.uniform([n, samples, *shape], -1.0, 1.0))
+        probe = tf.concat([adv[:, None] + delta * dirs, adv[:, None] - delta * dirs], axis=1)
+        margins = _margin(fn(tf.reshape(probe, [-1, *shape])), y_rep)
+        margins = tf.reshape(margins, [n, 2 * samples])
+        diff = (margins[:, :samples] - margins[:, samples:]) / (2 * delta)
+        grad = tf.reduce_mean(tf.reshape(diff, [n, samples] + [1] * len(shape)) * dirs, axis=1)
+        m = b1 * m + (1 - b1) * grad
+        v2 = b2 * v2 + (1 - b2) * grad * grad
+        step = lr * (m / (1 - b1**t)) / (tf.sqrt(v2 / (1 - b2**t)) + 1e-8)
+        pert = tf.clip_by_value(pert - step, -eps, eps)
+        pert = tf.clip_by_value(x + pert, 0.0, 1.0) - x
+    return tf.clip_by_value(x + pert, 0.0, 1.0)
+
+
+def blank_gradient_fraction(fn, x, y) -> float:
+    """Fraction of inputs whose cross-entropy gradient w.r.t. the input is exactly zero (masking flag)."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=fn(x))
+    grad = tape.gradient(loss, x)
+    if grad is None:  # no differentiable path at all (e.g. every unit is a step function)
+        return 1.0
+    axes = list(range(1, len(x.shape)))
+    return float(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(grad, 0.0), axis=axes), tf.float32)))

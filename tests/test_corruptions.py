@@ -1,0 +1,50 @@
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.corruptions import AUTHORS, CORRUPTIONS, Corruption, corrupt, mean_corruption_accuracy, register_corruption
+
+GREY = np.full((200, 28, 28, 1), 0.5, np.float32)  # 156,800 pixels: SEs below are tiny
+
+
+def test_gaussian_noise_std():
+    out = corrupt(GREY, "gaussian_noise", 3)  # std 0.08, no clipping at 0.5 +- 6 sd
+    n = out.size
+    assert abs((out - 0.5).mean()) < 4 * 0.08 / math.sqrt(n)
+    assert abs((out - 0.5).std() - 0.08) < 4 * 0.08 / math.sqrt(2 * n)
+
+
+def test_impulse_fraction():
+    out = corrupt(GREY, "impulse_noise", 5)  # amount 0.07
+    hit = np.mean(out != 0.5)
+    assert abs(hit - 0.07) < 4 * math.sqrt(0.07 * 0.93 / out.size)
+    assert abs(np.mean(out == 1.0) - np.mean(out == 0.0)) < 4 * math.sqrt(0.035 / out.size) * 2
+
+
+def test_contrast_keeps_mean_and_scales_spread(digits):
+    x = digits.x_test[:50]
+    out = corrupt(x, "contrast", 4)  # factor 0.3
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 0.3 * x.std(axis=(1, 2, 3)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("c", AUTHORS, ids=lambda c: c.name)
+def test_authors_corruptions_grow_with_severity_and_are_seeded(digits, c):
+    x = digits.x_test[:40]
+    dist = [float(np.abs(corrupt(x, c.name, s) - x).mean()) for s in range(1, 6)]
+    assert dist[4] > dist[0] > 0
+    np.testing.assert_array_equal(corrupt(x, c.name, 2, seed=1), corrupt(x, c.name, 2, seed=1))
+    out = corrupt(x, c.name, 5)
+    assert out.shape == x.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+
+
+def test_registry_and_eq6():
+    assert len(CORRUPTIONS) >= 8
+    register_corruption(Corruption("invert_test", lambda x, rng, p: 1 - x * p, (1, 1, 1, 1, 1)))
+    assert corrupt(GREY[:1], "invert_test", 1).mean() == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        register_corruption(Corruption("contrast", None, (1,) * 5))
+    with pytest.raises(ValueError, match="severity"):
+        corrupt(GREY, "contrast", 6)
+    assert mean_corruption_accuracy({("a", 1): 0.5, ("a", 2): 0.7, ("b", 1): 0.9}) == pytest.approx(0.7)
