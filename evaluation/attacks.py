@@ -43,9 +43,14 @@ def logits_fn(model, eot: int = 1, stddev=None) -> Callable[[tf.Tensor], tf.Tens
 
     def call(x):
         if stddev is None:
-            return model(x, training=False)
-        with noise_override(stddev):
-            return model(x, training=False)
+            logits = model(x, training=False)
+        else:
+            with noise_override(stddev):
+                logits = model(x, training=False)
+        # A zero-weight path from x keeps the input gradient defined (exactly 0, a "blank
+        # gradient") for nets with no differentiable path, e.g. all-threshold units; cleverhans
+        # crashes on a None gradient.
+        return logits + 0.0 * tf.reduce_sum(x, axis=list(range(1, len(x.shape))))[:, None]
 
     if eot <= 1:
         return call

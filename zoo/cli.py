@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("evaluate", help="attack, corrupt and vote on exported models; write report.json/md")
+    p.add_argument("models", nargs="+", help="exported model directories")
+    p.add_argument("--dataset", default="digits")
+    add_data_flags(p)
+    p.add_argument("--suite", default="clean,transfer,gradfree,corruption,voting",
+                   help="comma-separated: clean,whitebox,transfer,gradfree,corruption,voting")
+    p.add_argument("--sources", nargs="*", default=[], help="exports that make the transfer attacks")
+    p.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf radii")
+    p.add_argument("--n", type=_positive_int, default=500, help="test examples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="report directory")
+
     p = sub.add_parser("demo", help="train, export, evaluate and report on the bundled digits (a few minutes)")
     p.add_argument("--out", default="demo_out", help="directory for the exported models and the report")
     p.add_argument("--quick", action="store_true", help="fewer epochs and votes (for smoke tests)")
@@ -193,6 +205,23 @@ def cmd_sweep(args, argv) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from evaluation.harness import evaluate
+    from evaluation.report import write_report
+    from zoo.data import load_dataset
+
+    try:
+        eps = [float(v) for v in args.eps.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
+    data = load_dataset(args.dataset, args.data_dir, args.download)
+    x, y = data.x_test[:args.n], data.y_test[:args.n]
+    result = evaluate(args.models, x, y, suites=[s for s in args.suite.split(",") if s], sources=args.sources,
+                      out=args.out, eps_list=eps, seed=args.seed)
+    print(f"report: {write_report(result, args.out)}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from zoo.registry import get_entry, list_models
 
@@ -234,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args, argv)
         if args.command == "sweep":
             return cmd_sweep(args, argv)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         if args.command == "models":
             return cmd_models(args)
         if args.command == "datasets":
