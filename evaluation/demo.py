@@ -3,7 +3,9 @@
 Trains a plain and a noise-injected model by backprop and two forward-only GLR models (sigmoid
 and threshold units), exports them, loads the exports back,
 and measures clean accuracy and noisy-inference accuracy with voting over several noise levels.
-Writes ``<out>/report.json`` and ``<out>/report.md`` and prints the table.
+Writes ``<out>/report.json`` and ``<out>/report.md`` and prints the table; then runs the robustness
+harness (transfer attacks from the backprop model, gradient-free SPSA, the four corruptions) into
+``<out>/robustness/``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.harness import evaluate
 from evaluation.metrics import accuracy_row
+from evaluation.report import write_report
 from training.run import TrainConfig, train
 from zoo.data import load_digits
 from zoo.export import load_model
@@ -64,8 +68,31 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False) -> dict:
     table = format_table(rows, votes_list)
     (out / "report.md").write_text("# glrzoo demo report (digits test set, n=%d)\n\n%s\n" % (len(data.y_test), table))
     print(table)
-    print(f"[demo] done in {report['seconds']} s; exports and report in {out}/")
+    print("[demo] robustness harness: transfer from bp_plain, gradient-free SPSA, corruptions ...", flush=True)
+    dirs = [c.out for c in demo_configs(out, quick)]
+    result = evaluate(dirs, data.x_test, data.y_test, suites=("clean", "transfer", "gradfree", "corruption"),
+                      sources=[dirs[0]], out=out / "robustness", eps_list=(0.1, 0.2) if not quick else (0.2,),
+                      steps=10 if not quick else 3, log=lambda line: None)
+    write_report(result, out / "robustness", title="glrzoo demo: robustness on digits")
+    print(format_robustness(result))
+    print(f"[demo] done in {round(time.time() - t0, 1)} s; exports in {out}/, reports in {out}/report.md and "
+          f"{out}/robustness/report.md")
     return report
+
+
+def format_robustness(result: dict) -> str:
+    """One line per model: clean, transfer (from bp_plain), SPSA, and mean corruption accuracy (eq. 6)."""
+    rows = result["rows"]
+    lines = ["| model | clean | transfer from bp_plain: FGSM eps .1/.2, PGD eps .1/.2 | SPSA eps .1/.2 | "
+             "corruptions mA (eq. 6) | masking flags |",
+             "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        pick = lambda suite, **kw: [r for r in mine if r["suite"] == suite and all(r.get(k) == v for k, v in kw.items())]  # noqa: E731
+        fmt = lambda rs: " / ".join(f"{100 * r['accuracy']:.1f}" for r in rs) or "-"  # noqa: E731
+        lines.append(f"| {name} | {fmt(pick('clean'))} | {fmt(pick('transfer'))} | {fmt(pick('gradfree'))} | "
+                     f"{fmt(pick('corruption', corruption='mean (eq. 6)'))} | {', '.join(result['flags'].get(name, [])) or '-'} |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict], votes_list) -> str:

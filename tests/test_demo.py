@@ -19,3 +19,8 @@ def test_demo_quick_trains_exports_and_reports(tmp_path, capsys):
         lo, hi = r["ci95"]
         assert lo <= r["accuracy"] <= hi and r["n"] == 360
     assert (tmp_path / "report.md").read_text().startswith("# glrzoo demo report")
+    robust = json.loads((tmp_path / "robustness" / "report.json").read_text())
+    suites = {r["suite"] for r in robust["rows"]}
+    assert suites == {"clean", "transfer", "gradfree", "corruption"}
+    assert "blank_gradients" in (tmp_path / "robustness" / "report.md").read_text()  # the threshold net is flagged
+    assert "masking flags" in out
