@@ -206,6 +206,16 @@ class BatchNormMixin:
         x_hat = (z - mean) * inv
         return self.gamma * x_hat + self.beta, {"x_hat": x_hat, "bn_scale": self.gamma * inv}
 
+    def finish(self, x: tf.Tensor, z: tf.Tensor, training) -> tf.Tensor:
+        """From the matrix product ``z`` of input ``x``: bias or batch norm, noise, activation."""
+        if self.bias is not None:
+            z = z + self.bias
+        record = {"x": x}
+        if self.batchnorm_enabled:
+            z, bn = self.batchnorm(z, training)
+            record.update(bn)
+        return self.activate(self.add_noise(z, training, record))
+
     def batchnorm_gradients(self, gz: tf.Tensor, inputs: dict) -> tuple[dict, tf.Tensor]:
         """Gradients of gamma and beta, and ``gz`` pulled back through the (frozen-stat) scale."""
         axes = list(range(len(gz.shape) - 1))

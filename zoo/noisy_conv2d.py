@@ -50,14 +50,7 @@ class NoisyConv2D(BatchNormMixin, NoisyLayer):
         return tf.nn.conv2d(x, self.kernel, strides=(1,) + self.strides + (1,), padding=self.padding.upper())
 
     def call(self, x, training=None):
-        z = self._conv(x)
-        if self.bias is not None:
-            z = z + self.bias
-        record = {"x": x}
-        if self.batchnorm_enabled:
-            z, bn = self.batchnorm(z, training)
-            record.update(bn)
-        return self.activate(self.add_noise(z, training, record))
+        return self.finish(x, self._conv(x), training)
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]

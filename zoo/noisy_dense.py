@@ -39,14 +39,7 @@ class NoisyDense(BatchNormMixin, NoisyLayer):
         self.build_noise()
 
     def call(self, x, training=None):
-        z = tf.matmul(x, self.kernel)
-        if self.bias is not None:
-            z = z + self.bias
-        record = {"x": x}
-        if self.batchnorm_enabled:
-            z, bn = self.batchnorm(z, training)
-            record.update(bn)
-        return self.activate(self.add_noise(z, training, record))
+        return self.finish(x, tf.matmul(x, self.kernel), training)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
