@@ -1,0 +1,27 @@
+"""The models shipped in saved_models/ load, pass their checksums, and reproduce their recorded accuracy."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.export import load_model, read_metadata
+
+ROOT = Path(__file__).resolve().parents[1] / "saved_models"
+EXPORTS = sorted(p.parent for p in ROOT.rglob("metadata.json"))
+
+
+def test_shipped_models_exist():
+    assert len(EXPORTS) >= 5
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=lambda p: p.name)
+def test_shipped_model_reproduces_recorded_accuracy(export, data_dir):
+    from zoo.data import load_dataset
+
+    meta = read_metadata(export)
+    model = load_model(export)  # verifies every sha256
+    data = load_dataset(meta["dataset"]["name"], data_dir)
+    n = meta["dataset"]["test_examples"]
+    acc = np.mean(np.argmax(model.predict(data.x_test[:n], verbose=0, batch_size=1000), -1) == data.y_test[:n])
+    assert acc == pytest.approx(meta["metrics"]["test_accuracy"], abs=1e-4)
+    assert meta["command"] and meta["versions"]["tensorflow"]
