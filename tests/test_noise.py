@@ -113,3 +113,16 @@ def test_lstm_and_conv_record():
     with record_noise(replications=2) as rec:
         conv(tf.zeros((3, 6, 6, 1)), training=True)
     assert rec.records[0].noise.shape == (6, 6, 6, 2)
+
+
+def test_vote_counts_chunk_rows_and_sum_to_votes():
+    from zoo.voting import vote_counts
+
+    m = zoo.create_model("test_mlp", (8, 8, 1), 10)
+    x = tf.random.uniform((7, 8, 8, 1))
+    big = vote_counts(m, x, 9, 0.0).numpy()
+    tiny = vote_counts(m, x, 9, 0.0, max_rows=4).numpy()  # 63 rows in 16 chunks, splitting examples
+    np.testing.assert_array_equal(big, tiny)
+    assert big.sum(1).tolist() == [9] * 7 and (big.max(1) == 9).all()  # no noise: unanimous
+    noisy = vote_counts(m, x, 50, 3.0, max_rows=5).numpy()
+    assert noisy.sum(1).tolist() == [50] * 7 and (noisy.max(1) < 50).any()

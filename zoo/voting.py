@@ -13,31 +13,32 @@ def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_r
 
     Each pass runs the model in inference mode (batch-norm moving statistics, no dropout) with
     noise of stddev ``stddev`` in every noisy layer (``None``: each layer's own ``infer_stddev``).
-    Votes are batched: ``k`` copies of the batch go through the model at once, with ``k`` chosen
-    so that ``k * N <= max_rows`` (memory bound); a ``tf.while_loop`` runs the ``ceil(votes / k)``
-    chunks. Works eagerly and inside ``tf.function``/SavedModel signatures.
+    The ``votes * N`` (vote, example) pairs are batched: row ``r`` is vote ``r // N`` of example
+    ``r % N``, and a ``tf.while_loop`` feeds them through the model ``max_rows`` at a time (the
+    memory bound), however large ``N`` or ``votes``. Works eagerly and inside
+    ``tf.function``/SavedModel signatures.
     """
     images = tf.convert_to_tensor(images, tf.float32)
     votes = tf.cast(votes, tf.int32)
     n = tf.shape(images)[0]
     classes = model.output_shape[-1]
-    max_rows = max_rows or rows_per_chunk(model)
-    k = tf.clip_by_value(max_rows // tf.maximum(n, 1), 1, votes)
-    reps = tf.concat([[k], tf.ones([tf.rank(images) - 1], tf.int32)], 0)
-    tiled = tf.tile(images, reps)  # vote-major: row v * N + i is vote v of example i
+    chunk = tf.constant(max_rows or rows_per_chunk(model), tf.int32)
+    total = votes * n
 
-    def body(done, counts):
+    def body(start, counts):
+        rows = tf.range(start, tf.minimum(start + chunk, total))
+        example = rows % n
+        batch = tf.gather(images, example)
         if stddev is None:
-            logits = model(tiled, training=False)
+            logits = model(batch, training=False)
         else:
             with noise_override(stddev):
-                logits = model(tiled, training=False)
-        pred = tf.reshape(tf.argmax(logits, -1, output_type=tf.int32), [k, n])
-        valid = tf.cast(tf.range(k) < votes - done, tf.int32)[:, None, None]
-        counts += tf.reduce_sum(tf.one_hot(pred, classes, dtype=tf.int32) * valid, axis=0)
-        return done + k, counts
+                logits = model(batch, training=False)
+        pred = tf.argmax(logits, -1, output_type=tf.int32)
+        counts = tf.tensor_scatter_nd_add(counts, tf.stack([example, pred], 1), tf.ones_like(pred))
+        return start + chunk, counts
 
-    _, counts = tf.while_loop(lambda done, c: done < votes, body,
+    _, counts = tf.while_loop(lambda start, c: start < total, body,
                               (tf.constant(0), tf.zeros([n, classes], tf.int32)))
     return counts
 
