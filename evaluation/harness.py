@@ -22,7 +22,7 @@ import tensorflow as tf
 from evaluation.attacks import attack, blank_gradient_fraction, logits_fn
 from evaluation.corruptions import AUTHORS, corrupt, mean_corruption_accuracy
 from evaluation.metrics import accuracy_row
-from zoo.export import load_model, read_metadata
+from zoo.export import load_model
 from zoo.noise import noise_settings
 from zoo.voting import vote_counts
 
@@ -116,9 +116,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
     out = Path(out) if out is not None else None
     ev = Evaluation(out, log)
-    models = {Path(d).name: load_model(d) for d in model_dirs}
-    for d in model_dirs:
-        read_metadata(d)
+    models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
     y = np.asarray(y)
 
     if "clean" in suites:
