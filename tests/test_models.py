@@ -60,3 +60,12 @@ def test_lstm_reads_images_row_by_row():
 def test_densenet_depth_validation():
     with pytest.raises(ValueError, match="3k \\+ 4"):
         zoo.create_model("densenet", (32, 32, 3), 10, depth=41)
+
+
+def test_row_budget_counts_lstm_internals():
+    """GLR replications and votes are chunked by rows_per_chunk; an LSTM's per-step state must count."""
+    from zoo.memory import rows_per_chunk
+
+    lstm = zoo.create_model("lstm", (117, 4), 10)
+    mlp = zoo.create_model("glr_mlp", (28, 28, 1), 10)
+    assert rows_per_chunk(lstm) < 1000 < rows_per_chunk(mlp)

@@ -16,6 +16,9 @@ def activation_floats_per_example(model: keras.Model) -> int:
         if shapes is None:
             continue
         total += math.prod(d for d in shapes[1:] if d is not None)
+        internal = getattr(layer, "internal_floats_per_example", None)
+        if internal is not None:  # e.g. an LSTM keeps per-step gates, noise and states
+            total += internal()
     return max(total, 1)
 
 

@@ -94,6 +94,12 @@ class NoisyLSTM(NoisyLayer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
 
+    def internal_floats_per_example(self) -> int:
+        """Values one example keeps during a pass: per step the input projection, noise, gate
+        pre-activations and their gradients' buffers (``~4 * 4 units``) and states (``~3 units``)."""
+        steps, features = self.input.shape[1], self.input.shape[2]
+        return int(steps * (16 * self.units + 3 * self.units + features))
+
     def glr_gradients(self, record, g, replications):
         gx = self.reduce_rows(record, g, replications)
         return {
