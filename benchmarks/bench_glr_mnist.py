@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import EpochTimer, data_dir, peak_rss_mib
+from common import data_dir, epoch_timer, peak_rss_mib
 
 from training.run import TrainConfig, train
 from zoo.data import load_dataset
@@ -44,7 +44,7 @@ def speed(data, epochs: int = 2) -> None:
                                 ("glr R=100 antithetic", "glr", {"replications": 100, "antithetic": True})]:
         config = TrainConfig(model="glr_mlp", dataset="mnist", method=method, epochs=epochs, batch_size=128,
                              optimizer="adam", lr=3e-3, activation="sigmoid", verbose=0, method_args=args)
-        timer = EpochTimer()
+        timer = epoch_timer()
         meta = train(config, data=data, callbacks=[timer])
         rows.append((label, timer.seconds[-1], meta["metrics"]["test_accuracy"]))
     bp_s = rows[0][1]

@@ -24,23 +24,22 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class EpochTimer:
-    """Keras callback recording wall-clock seconds of every epoch (the first one includes tracing)."""
 
-    def __new__(cls):
-        import keras
+def epoch_timer():
+    """A Keras callback recording wall-clock seconds of every epoch (the first one includes tracing)."""
+    import time
 
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
+    import keras
 
-            def on_epoch_begin(self, epoch, logs=None):
-                import time
-                self._t = time.perf_counter()
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
 
-            def on_epoch_end(self, epoch, logs=None):
-                import time
-                self.seconds.append(time.perf_counter() - self._t)
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
 
-        return _Timer()
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t)
+
+    return EpochTimer()

@@ -117,14 +117,21 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
     out = Path(out) if out is not None else None
     ev = Evaluation(out, log)
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
+    clean_preds: dict[str, np.ndarray] = {}
+
+    def clean_pred(name, model):
+        """Each model's predictions on the clean ``x``, computed once and shared by every suite."""
+        if name not in clean_preds:
+            ev.counters["model_passes"] += 1
+            clean_preds[name] = _predict(model, x)
+        return clean_preds[name]
     y = np.asarray(y)
 
     if "clean" in suites:
         for name, model in models.items():
             key = f"{name}|clean"
             if not ev.done(key):
-                ev.counters["model_passes"] += 1
-                pred = _predict(model, x)
+                pred = clean_pred(name, model)
                 ev.add({"key": key, "model": name, "suite": "clean", **accuracy_row(int(np.sum(pred == y)), len(y)),
                         "blank_gradient_fraction": blank_gradient_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500])})
 
@@ -132,7 +139,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
         for name, model in models.items():
             noisy = noise_settings(model)["infer_stddev"] > 0
             fn = logits_fn(model, eot=eot if noisy else 1)
-            pred_clean = _predict(model, x)
+            pred_clean = clean_pred(name, model)
             for eps in eps_list:
                 for att in transfer_attacks:
                     key = f"{name}|whitebox|{att}|{eps}"
@@ -149,7 +156,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
         for src_dir in src_dirs:
             src_name = Path(src_dir).name
             src = models.get(src_name) or load_model(src_dir)
-            keep = _predict(src, x) == y  # only examples the source classifies correctly (GLR authors)
+            keep = clean_pred(src_name, src) == y  # only examples the source classifies correctly (GLR authors)
             xs, ys = x[keep], y[keep]
             for att in transfer_attacks:
                 for eps in eps_list:
@@ -172,7 +179,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 key = f"{name}|gradfree|spsa|{eps}"
                 if ev.done(key):
                     continue
-                pred = _predict(model, x)
+                pred = clean_pred(name, model)
                 idx = np.flatnonzero(pred == y)  # attack only the points still correct
                 adv = x.copy()
                 if len(idx):

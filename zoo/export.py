@@ -35,6 +35,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from zoo.noise_context import noise_override
 from zoo.voting import vote_counts
 
 MAX_VOTES = 100
@@ -78,7 +79,7 @@ def build_export_archive(model: keras.Model) -> keras.export.ExportArchive:
 
     def serving_default(images):
         images = _validated_images(images, model.input_shape[1:])
-        with _no_noise():
+        with noise_override(0.0):
             logits = model(images, training=False)
         return {"probabilities": tf.nn.softmax(logits, -1), "classes": tf.argmax(logits, -1)}
 
@@ -95,11 +96,6 @@ def build_export_archive(model: keras.Model) -> keras.export.ExportArchive:
     archive.add_endpoint("noisy_vote", noisy_vote, input_signature=[
         spec, tf.TensorSpec([], tf.float32, name="stddev"), tf.TensorSpec([], tf.int32, name="votes")])
     return archive
-
-
-def _no_noise():
-    from zoo.noise_context import noise_override
-    return noise_override(0.0)
 
 
 def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict, overwrite: bool = False) -> Path:

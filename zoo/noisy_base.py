@@ -98,11 +98,7 @@ class NoisyLayer(keras.layers.Layer):
         rec = current_recorder()
         if rec is not None:
             return self._add_estimator_noise(z, rec, record_inputs)
-        override = current_override()
-        if override is not None:
-            s = tf.cast(override, z.dtype)
-        else:
-            s = tf.convert_to_tensor(self.train_stddev if training else self.infer_stddev)
+        s = self.active_stddev(training, z.dtype)
         seed = self.next_seed()
 
         def noisy():
@@ -111,6 +107,13 @@ class NoisyLayer(keras.layers.Layer):
             return z + s * n if self.noise == "additive" else z * (1.0 + s * n)
 
         return tf.cond(s > 0, noisy, lambda: tf.identity(z))
+
+    def active_stddev(self, training, dtype) -> tf.Tensor:
+        """The stddev in force: a :func:`noise_override` if one is active, else train or infer stddev."""
+        override = current_override()
+        if override is not None:
+            return tf.cast(override, dtype)
+        return tf.convert_to_tensor(self.train_stddev if training else self.infer_stddev)
 
     def _add_estimator_noise(self, z, rec, record_inputs):
         r = rec.replications

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.noise_context import NoiseRecord, current_override, current_recorder, repeat_rows, replica_slice
+from zoo.noise_context import NoiseRecord, current_recorder, repeat_rows, replica_slice
 from zoo.noisy_base import NoisyLayer
 
 
@@ -62,9 +62,7 @@ class NoisyLSTM(NoisyLayer):
             rec.records.append(record)
             mode, s = "additive", tf.constant(1.0)
         else:
-            override = current_override()
-            s = tf.cast(override, xz.dtype) if override is not None else tf.convert_to_tensor(
-                self.train_stddev if training else self.infer_stddev)
+            s = self.active_stddev(training, xz.dtype)
             seed = self.next_seed()
             noise = replica_slice(lambda rows: tf.random.stateless_normal(
                 tf.concat([[rows], tf.shape(xz)[1:]], 0), seed, dtype=xz.dtype), tf.shape(xz)[0])

@@ -28,5 +28,3 @@ class Counter:
         self.i += 1
         return self.i
 
-
-NOISE_KWARGS = dict(noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0)
