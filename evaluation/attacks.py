@@ -10,8 +10,15 @@ name       method                                                        source
 ``bim``    iterative FGSM, no random start (Kurakin et al. 2017)         cleverhans, ``sanity_checks=False``
 ``pgd``    projected gradient descent, random start, restarts (Madry)    cleverhans + restarts here
 ``mim``    momentum iterative method (Dong et al. 2018)                  cleverhans, as is
+``cw_l2``  Carlini-Wagner L2 (minimal L2; ``eps`` caps the L2 kept)       :mod:`evaluation.minimal_attacks`
 ``spsa``   gradient-free SPSA with Adam (Uesato et al. 2018)             reimplemented, batched
+``lbfgs``  box-constrained L-BFGS, L-inf ball ``eps`` (Szegedy 2014)     :mod:`evaluation.minimal_attacks`
+``hotcold``  hot/cold HC1, minimal step; ``eps`` caps the L-inf kept       :mod:`evaluation.minimal_attacks`
+``lr_pgd``  PGD on the likelihood-ratio input gradient (forward only)    :mod:`evaluation.surrogate`
 =========  ============================================================  ======================
+
+cleverhans 4.0.0's ``carlini_wagner_l2`` is broken on Keras 3 in three ways (see
+:func:`evaluation.minimal_attacks.carlini_wagner_l2`), so it is reimplemented, batched.
 
 cleverhans 4.0.0's ``spsa`` passes ``lr=`` to a Keras 3 optimizer and takes one example at a
 time, so it is reimplemented here (same estimator and margin loss, whole batches at once).
@@ -27,7 +34,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-ATTACKS = ("fgsm", "bim", "pgd", "mim", "spsa")
+ATTACKS = ("fgsm", "bim", "pgd", "mim", "cw_l2", "spsa", "lbfgs", "hotcold", "lr_pgd")
+MINIMAL = ("cw_l2", "hotcold")  # minimal-perturbation attacks: sized by their result, not an eps ball
 
 
 def logits_fn(model, eot: int = 1, stddev=None) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -87,6 +95,8 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int64)
     order = _norm(norm)
+    if not np.isfinite(eps) and name not in MINIMAL:
+        raise ValueError(f"attack {name!r} needs a finite eps; only {', '.join(MINIMAL)} run unbounded")
     step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     if eps == 0:
         return x
@@ -104,6 +114,22 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
         return momentum_iterative_method(fn, x, eps, step_size, steps, order, **common)
     if name == "spsa":
         return spsa_linf(fn, x, y, eps, steps, spsa_samples, spsa_delta, spsa_lr, seed)
+    if name == "cw_l2":
+        from evaluation.minimal_attacks import carlini_wagner_l2
+        adv = tf.constant(carlini_wagner_l2(fn, x.numpy(), y.numpy(), steps=max(steps, 10) * 5))
+        size = tf.norm(tf.reshape(adv - x, [len(x), -1]), axis=1)  # eps caps the L2 of what is kept
+        return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
+    if name == "lbfgs":
+        from evaluation.minimal_attacks import lbfgs
+        return tf.constant(lbfgs(fn, x.numpy(), y.numpy(), eps=eps if order == np.inf else None))
+    if name == "hotcold":
+        from evaluation.minimal_attacks import hot_cold
+        adv = tf.constant(hot_cold(fn, x.numpy(), y.numpy()))
+        size = tf.reduce_max(tf.abs(tf.reshape(adv - x, [len(x), -1])), axis=1)
+        return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
+    if name == "lr_pgd":
+        from evaluation.surrogate import lr_pgd
+        return lr_pgd(fn, x, y, eps, steps, step_size, seed=seed)
     best = None
     tf.random.set_seed(seed)
     for _ in range(max(restarts, 1)):

@@ -19,15 +19,18 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from evaluation.attacks import attack, blank_gradient_fraction, logits_fn
+from evaluation.attacks import MINIMAL, attack, blank_gradient_fraction, logits_fn
 from evaluation.corruptions import AUTHORS, corrupt, mean_corruption_accuracy
+from evaluation.distortion import changed_fraction, common_correct
 from evaluation.metrics import accuracy_row
+from evaluation.pass_score import mean_pass
+from evaluation.surrogate import has_step_activations, smoothed_model
 from zoo.export import load_model
 from zoo.noise import noise_settings
-from zoo.voting import vote_counts
+from zoo.voting import smoothed_predict, vote_counts
 
-SCHEMA_VERSION = 1
-SUITES = ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting")
+SCHEMA_VERSION = 2
+SUITES = ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion")
 
 
 class Evaluation:
@@ -38,6 +41,7 @@ class Evaluation:
         self.log = log
         self.rows: list[dict] = []
         self.counters = {"attack_runs": 0, "model_passes": 0}
+        self.started = time.perf_counter()
         if out is not None and (out / "report.json").exists():
             self.rows = json.loads((out / "report.json").read_text())["rows"]
 
@@ -46,7 +50,7 @@ class Evaluation:
 
     def add(self, row: dict) -> dict:
         self.rows.append(row)
-        self.log(f"  {row['model']:<24} {row['suite']:<10} {row.get('attack') or row.get('corruption') or '':<16} "
+        self.log(f"  [{len(self.rows):>4} rows, {time.perf_counter() - self.started:6.0f} s] {row['model']:<24} {row['suite']:<10} {row.get('attack') or row.get('corruption') or '':<16} "
                  f"{_settings(row):<40} acc {100 * row['accuracy']:.2f}%")
         self.save()
         return row
@@ -79,9 +83,11 @@ def _predict(model, x, votes: int = 1, batch: int = 1000) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros([0], np.int64)
 
 
-def _attack_row(name, suite, attack_name, x, y, adv, pred_adv, settings, source=None, pred_clean=None):
+def _attack_row(name, suite, attack_name, x, y, adv, pred_adv, settings, source=None, pred_clean=None,
+                pass_limit: int = 0):
     """Accuracy on ``adv``; success rate = share of the points classified correctly on clean input
-    that the attack flips; L2 / L-inf sizes of those successful perturbations."""
+    that the attack flips; L2 / L-inf sizes of those successful perturbations, and their mean PASS
+    (over the first ``pass_limit`` of them; 0 skips it)."""
     n = len(y)
     correct = int(np.sum(pred_adv == y))
     delta = (adv - x).reshape(n, -1)
@@ -91,6 +97,8 @@ def _attack_row(name, suite, attack_name, x, y, adv, pred_adv, settings, source=
            **accuracy_row(correct, n), "success_rate": float(fooled.sum() / max(was_right.sum(), 1)),
            "mean_l2": float(np.linalg.norm(delta[fooled], axis=1).mean()) if fooled.any() else 0.0,
            "mean_linf": float(np.abs(delta[fooled]).max(axis=1).mean()) if fooled.any() else 0.0}
+    if pass_limit:
+        row["mean_pass"] = mean_pass(adv[fooled], x[fooled], pass_limit)
     return row
 
 
@@ -98,7 +106,10 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
              sources: Sequence[str] = (), out: str | os.PathLike | None = None, eps_list=(0.1, 0.2, 0.3),
              transfer_attacks=("fgsm", "pgd"), steps: int = 20, restarts: int = 1, eot: int = 20,
              stddevs=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), votes_list=(1, 5, 10, 20), vote_repeats: int = 3,
-             seed: int = 0, log: Callable[[str], None] = print) -> dict:
+             seed: int = 0, log: Callable[[str], None] = print, whitebox_attacks=("fgsm", "pgd"),
+             minimal_attacks=MINIMAL, pass_limit: int = 50, abstain_alpha: float | None = 0.05,
+             distortion_stddevs=(0.1, 0.2, 0.3, 0.4), distortion_per_class: int = 10,
+             distortion_draws: int = 100) -> dict:
     """Evaluate every export in ``model_dirs`` on ``(x, y)``; returns ``{"rows", "counters", "flags"}``.
 
     Args:
@@ -110,6 +121,14 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
         eot: noise draws per gradient for models with inference noise (white-box only).
         stddevs, votes_list, vote_repeats: the noisy-voting grid (multiplicative or additive as
             each model was built) and how often each cell is repeated.
+        whitebox_attacks: eps-ball attacks of the white-box suite. Models with step activations
+            also get ``pgd_smoothed`` (PGD on the sigmoid stand-in, scored on the real model) and
+            ``lr_pgd`` (PGD on the likelihood-ratio input gradient).
+        minimal_attacks: minimal-perturbation attacks (one row per model, no eps), with PASS.
+        pass_limit: successful examples per row whose PASS is computed (0: none).
+        abstain_alpha: level of the randomized-smoothing abstention rows in the voting suite
+            (``None``: no abstention rows).
+        distortion_stddevs, distortion_per_class, distortion_draws: BANG's random-distortion test.
     """
     unknown = set(suites) - set(SUITES)
     if unknown:
@@ -140,16 +159,33 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
             noisy = noise_settings(model)["infer_stddev"] > 0
             fn = logits_fn(model, eot=eot if noisy else 1)
             pred_clean = clean_pred(name, model)
+            plan = [(att, fn, att) for att in whitebox_attacks]
+            if has_step_activations(model):  # zero gradients a.e.: give the attacker a usable gradient
+                plan += [("pgd_smoothed", logits_fn(smoothed_model(model), eot=eot if noisy else 1), "pgd"),
+                         ("lr_pgd", fn, "lr_pgd")]
             for eps in eps_list:
-                for att in transfer_attacks:
-                    key = f"{name}|whitebox|{att}|{eps}"
+                for label, attack_fn, att in plan:
+                    key = f"{name}|whitebox|{label}|{eps}"
                     if ev.done(key):
                         continue
-                    adv = attack(att, fn, x, y, eps, steps=steps, restarts=restarts, seed=seed).numpy()
+                    adv = attack(att, attack_fn, x, y, eps, steps=steps, restarts=restarts, seed=seed).numpy()
                     ev.counters["attack_runs"] += 1
-                    ev.add({"key": key, **_attack_row(name, "whitebox", att, x, y, adv, _predict(model, adv),
+                    ev.add({"key": key, **_attack_row(name, "whitebox", label, x, y, adv, _predict(model, adv),
                                                       {"eps": eps, "norm": "inf", "steps": steps,
                                                        "eot": eot if noisy else 1}, pred_clean=pred_clean)})
+            for att in minimal_attacks:
+                key = f"{name}|whitebox|{att}"
+                if ev.done(key):
+                    continue
+                idx = np.flatnonzero(pred_clean == y)  # minimal attacks only start from correct points
+                adv = x.copy()
+                if len(idx):
+                    adv[idx] = attack(att, fn, x[idx], y[idx], np.inf, steps=steps, seed=seed).numpy()
+                ev.counters["attack_runs"] += 1
+                ev.add({"key": key, **_attack_row(name, "whitebox", att, x, y, adv, _predict(model, adv),
+                                                  {"eps": None, "norm": "2" if att == "cw_l2" else "inf",
+                                                   "eot": eot if noisy else 1},
+                                                  pred_clean=pred_clean, pass_limit=pass_limit)})
 
     if "transfer" in suites:
         src_dirs = list(sources) or list(model_dirs)
@@ -168,6 +204,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                     ev.counters["attack_runs"] += 1
                     for name, key in keys.items():
                         if not ev.done(key):
+                            ev.counters["model_passes"] += 2
                             ev.add({"key": key, **_attack_row(name, "transfer", att, xs, ys, adv,
                                                               _predict(models[name], adv),
                                                               {"eps": eps, "norm": "inf", "steps": steps},
@@ -210,19 +247,45 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
 
     if "voting" in suites:
         for name, model in models.items():
+            train_stddev = noise_settings(model)["train_stddev"]
             for s in stddevs:
                 for votes in votes_list:
                     key = f"{name}|voting|{s}|{votes}"
                     if ev.done(key) or (s == 0 and votes > 1):
                         continue
-                    accs = []
+                    accs, abstain, kept_acc = [], [], []
                     for _ in range(vote_repeats if s > 0 else 1):
-                        counts = vote_counts(model, tf.constant(x), votes, s).numpy()
+                        counts = vote_counts(model, tf.constant(x), votes, s).numpy()  # all votes in one call
+                        ev.counters["model_passes"] += votes
                         accs.append(float(np.mean(counts.argmax(-1) == y)))
+                        if abstain_alpha is not None and votes > 1:
+                            pred = smoothed_predict(counts, abstain_alpha)
+                            abstain.append(float(np.mean(pred < 0)))
+                            kept_acc.append(float(np.mean(pred == y)))
                     row = accuracy_row(int(round(np.mean(accs) * len(y))), len(y))
+                    extra = {}
+                    if abstain:
+                        extra = {"abstain_alpha": abstain_alpha, "abstain_rate": float(np.mean(abstain)),
+                                 "smoothed_accuracy": float(np.mean(kept_acc))}
                     ev.add({"key": key, "model": name, "suite": "voting", "stddev": s, "votes": votes,
-                            "noise": noise_settings(model)["noise"], **row, "accuracy": float(np.mean(accs)),
-                            "spread": float(np.std(accs)), "repeats": len(accs)})
+                            "noise": noise_settings(model)["noise"], "train_stddev": train_stddev, **row,
+                            "accuracy": float(np.mean(accs)), "spread": float(np.std(accs)), "repeats": len(accs),
+                            **extra})
+
+    if "distortion" in suites:
+        preds = {name: clean_pred(name, model) for name, model in models.items()}
+        idx = common_correct(preds, y, distortion_per_class)
+        for name, model in models.items():
+            for s in distortion_stddevs:
+                key = f"{name}|distortion|{s}"
+                if ev.done(key) or not len(idx):
+                    continue
+                rate, se = changed_fraction(lambda im, m=model: _predict(m, im, batch=4096), x[idx], s,
+                                            distortion_draws, seed)
+                ev.counters["model_passes"] += distortion_draws
+                ev.add({"key": key, "model": name, "suite": "distortion", "corruption": "gaussian (BANG test)",
+                        "stddev": s, "draws": distortion_draws, "n": int(len(idx)), "changed_rate": rate,
+                        "accuracy": 1.0 - rate, "ci95": [max(0.0, 1 - rate - 1.96 * se), min(1.0, 1 - rate + 1.96 * se)]})
 
     flags = masking_flags(ev.rows)
     ev.save()
@@ -235,7 +298,9 @@ def masking_flags(rows: list[dict]) -> dict:
     * ``blank_gradients``: some inputs have an exactly zero loss gradient.
     * ``whitebox_above_blackbox``: white-box accuracy exceeds transfer or gradient-free accuracy at
       the same eps (a stronger attack should never do worse).
-    * ``no_collapse_at_large_eps``: white-box accuracy at the largest eps stays above 10%.
+    * ``no_collapse_at_large_eps``: an attack's white-box accuracy at the largest eps stays above 10%.
+    * ``plain_gradient_weaker_than_smoothed``: (step-activation nets) PGD on the model's own
+      gradient leaves accuracy well above PGD on its smooth stand-in or its likelihood-ratio gradient.
     """
     flags: dict[str, list[str]] = {}
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -244,15 +309,22 @@ def masking_flags(rows: list[dict]) -> dict:
         clean = next((r for r in mine if r["suite"] == "clean"), None)
         if clean and clean.get("blank_gradient_fraction", 0) > 0:
             out.append(f"blank_gradients ({100 * clean['blank_gradient_fraction']:.0f}% of inputs)")
-        wb = [r for r in mine if r["suite"] == "whitebox"]
+        wb = [r for r in mine if r["suite"] == "whitebox" and r.get("eps") is not None]
         for r in wb:
             others = [o for o in mine if o["suite"] in ("transfer", "gradfree") and o.get("eps") == r["eps"]]
             if any(o["accuracy"] < r["accuracy"] - 0.02 for o in others):
                 out.append(f"whitebox_above_blackbox (eps {r['eps']})")
                 break
+        plain = {r["eps"]: r["accuracy"] for r in wb if r["attack"] == "pgd"}
+        for r in wb:
+            if r["attack"] in ("pgd_smoothed", "lr_pgd") and r["eps"] in plain and r["accuracy"] < plain[r["eps"]] - 0.02:
+                out.append(f"plain_gradient_weaker_than_smoothed (eps {r['eps']}: pgd {100 * plain[r['eps']]:.0f}% "
+                           f"vs {r['attack']} {100 * r['accuracy']:.0f}%)")
+                break
         if wb:
             top = max(r["eps"] for r in wb)
-            if min(r["accuracy"] for r in wb if r["eps"] == top) > 0.10:
-                out.append(f"no_collapse_at_large_eps (eps {top})")
+            stuck = [f"{r['attack']} {100 * r['accuracy']:.0f}%" for r in wb if r["eps"] == top and r["accuracy"] > 0.10]
+            if stuck:
+                out.append(f"no_collapse_at_large_eps (eps {top}: {', '.join(stuck)})")
         flags[name] = out
     return flags

@@ -18,6 +18,30 @@ def _pct(row):
     return acc
 
 
+_EXTRA = (  # (row key, column title, format)
+    ("success_rate", "success %", lambda v: f"{100 * v:.1f}"),
+    ("mean_l2", "mean L2", lambda v: f"{v:.3f}"),
+    ("mean_linf", "mean Linf", lambda v: f"{v:.3f}"),
+    ("mean_pass", "mean PASS", lambda v: f"{v:.3f}"),
+    ("blank_gradient_fraction", "blank grads %", lambda v: f"{100 * v:.1f}"),
+    ("spread", "spread (std)", lambda v: f"{100 * v:.2f}"),
+    ("abstain_rate", "abstain %", lambda v: f"{100 * v:.1f}"),
+    ("smoothed_accuracy", "answered & right %", lambda v: f"{100 * v:.1f}"),
+    ("changed_rate", "class changed %", lambda v: f"{100 * v:.2f}"),
+)
+_SUITE_NOTES = {
+    "whitebox": "Gradient attacks on the model itself (EOT over noise draws for noisy models). Rows without eps are "
+                "minimal-perturbation attacks: read success with the size and PASS of the change. `pgd_smoothed` and "
+                "`lr_pgd` attack step-activation nets through a usable gradient.",
+    "transfer": "Adversarial examples made on the source, kept only where the source was right, fed to each target.",
+    "gradfree": "SPSA: never uses the model's gradient, so masking cannot stop it.",
+    "voting": "Noisy inference, majority vote; mean over repeats with its spread. Abstention: randomized-smoothing "
+              "binomial test (answered & right = correct and not abstained, over all points).",
+    "distortion": "BANG's random-distortion test: points every model gets right, Gaussian noise of the given stddev, "
+                  "share of copies whose class changes (accuracy column = 1 - that; CI over images).",
+}
+
+
 def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness report") -> Path:
     """Write ``out/report.md`` and plots; flagged models (possible gradient masking) are marked."""
     out = Path(out)
@@ -30,19 +54,20 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
         lines.append(f"- `{model}`: {', '.join(fl) if fl else 'none'}")
     c = result.get("counters", {})
     lines += ["", f"Work done: {c.get('attack_runs', 0)} attack runs, {c.get('model_passes', 0)} extra model passes.", ""]
-    for suite in ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting"):
+    for suite in ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion"):
         mine = [r for r in rows if r["suite"] == suite]
         if not mine:
             continue
-        lines += [f"## {suite}", "", "| model | what | settings | n | accuracy | success | mean L2 | mean Linf |",
-                  "|---|---|---|---|---|---|---|---|"]
+        cols = [c for c in _EXTRA if any(c[0] in r for r in mine)]
+        lines += [f"## {suite}", "", _SUITE_NOTES.get(suite, ""), "",
+                  "| model | what | settings | n | accuracy | " + " | ".join(c[1] for c in cols) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(cols)]
         for r in mine:
             name = r["model"] + (" **(masking?)**" if flags.get(r["model"]) and suite == "whitebox" else "")
             what = r.get("attack") or r.get("corruption") or ""
-            settings = " ".join(f"{k}={r[k]}" for k in ("source", "eps", "steps", "eot", "severity", "stddev", "votes")
-                                if r.get(k) is not None)
-            extra = [f"{100 * r['success_rate']:.1f}" if "success_rate" in r else "",
-                     f"{r['mean_l2']:.3f}" if "mean_l2" in r else "", f"{r['mean_linf']:.3f}" if "mean_linf" in r else ""]
+            settings = " ".join(f"{k}={r[k]}" for k in ("source", "eps", "norm", "steps", "eot", "severity", "stddev",
+                                                        "votes", "draws") if r.get(k) is not None)
+            extra = [c[2](r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
             lines.append(f"| {name} | {what} | {settings} | {r['n']} | {_pct(r)} | " + " | ".join(extra) + " |")
         lines.append("")
     _plots(rows, out, lines)
@@ -94,6 +119,33 @@ def _plots(rows, out: Path, lines: list[str]) -> None:
             series[label][1].insert(0, zero[0]["accuracy"])
     plot("accuracy_vs_stddev.png", "noisy inference: accuracy vs stddev (SNR dB = -20 log10 s)", "inference stddev",
          series)
+    _heatmap(rows, out, lines)
     lines.append("")
     lines.append("SNR of multiplicative noise: " + ", ".join(
         f"s={s:g}: {-20 * math.log10(s):.1f} dB" for s in (0.2, 0.4, 0.6, 0.8, 1.0)))
+
+
+def _heatmap(rows, out: Path, lines: list[str]) -> None:
+    """Train-stddev x inference-stddev accuracy heat map (most votes), when models differ in train stddev."""
+    vote = [r for r in rows if r["suite"] == "voting" and r.get("train_stddev") is not None]
+    trains = sorted({r["train_stddev"] for r in vote})
+    if len(trains) < 2:
+        return
+    infers = sorted({r["stddev"] for r in vote})
+    top = max(r["votes"] for r in vote)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, votes in zip(axes, (1, top)):
+        grid = [[next((100 * r["accuracy"] for r in vote if r["train_stddev"] == t and r["stddev"] == s
+                       and (r["votes"] == votes or s == 0)), float("nan")) for s in infers] for t in trains]
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto", origin="lower")
+        ax.set(xticks=range(len(infers)), xticklabels=[f"{s:g}" for s in infers], yticks=range(len(trains)),
+               yticklabels=[f"{t:g}" for t in trains], xlabel="inference stddev", ylabel="train stddev",
+               title=f"accuracy %, {votes} vote{'s' if votes > 1 else ''}")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if v == v:
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w", fontsize=7)
+    fig.colorbar(im, ax=axes)
+    fig.savefig(out / "train_vs_infer_stddev.png", dpi=100)
+    plt.close(fig)
+    lines.append("![train stddev x inference stddev](train_vs_infer_stddev.png)")

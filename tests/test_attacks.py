@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from evaluation.attacks import ATTACKS, attack, blank_gradient_fraction, logits_fn
+from evaluation.attacks import ATTACKS, MINIMAL, attack, blank_gradient_fraction, logits_fn
 from training.estimators import bp
 from training.trainer import Trainer
 
@@ -27,13 +27,16 @@ def undefended():
 @pytest.mark.parametrize("name", ATTACKS)
 def test_attack_fools_undefended_model(undefended, name):
     model, x, y = undefended
-    eps = 0.3
+    eps = np.inf if name in MINIMAL else 0.3
     adv = attack(name, logits_fn(model), x, y, eps=eps, steps=20, restarts=2, spsa_samples=32, spsa_lr=0.05)
     adv = adv.numpy()
     assert np.max(np.abs(adv - x)) <= eps + 1e-5 and adv.min() >= 0 and adv.max() <= 1
     acc = np.mean(np.argmax(model(adv), -1) == y)
     # from 100% (correct points only); FGSM is one step, the others iterate
     assert acc < (0.5 if name == "fgsm" else 0.2), (name, acc)
+    if name in MINIMAL:  # minimal attacks: small changes, well inside the pixel range
+        l2 = np.linalg.norm((adv - x).reshape(len(x), -1), axis=1)
+        assert np.median(l2) < 2.0, (name, np.median(l2))
 
 
 def test_threshold_net_has_blank_gradients(undefended):
@@ -63,3 +66,14 @@ def test_bad_attack_arguments(undefended):
         attack("deepfool", logits_fn(model), x, y, eps=0.1)
     with pytest.raises(ValueError, match="eps"):
         attack("pgd", logits_fn(model), x, y, eps=-1)
+
+
+def test_minimal_attack_eps_caps_the_size_kept(undefended):
+    model, x, y = undefended
+    full = attack("hotcold", logits_fn(model), x, y, eps=np.inf).numpy()
+    capped = attack("hotcold", logits_fn(model), x, y, eps=0.05).numpy()
+    big = np.abs(full - x).reshape(len(x), -1).max(1) > 0.05 + 1e-6
+    assert big.any() and np.array_equal(capped[big], x[big])
+    assert np.array_equal(capped[~big], full[~big])
+    with pytest.raises(ValueError, match="finite eps"):
+        attack("pgd", logits_fn(model), x, y, eps=np.inf)

@@ -24,7 +24,7 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     rows = report["rows"]
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     clean = {r["model"]: r for r in rows if r["suite"] == "clean"}
     assert clean["relu"]["accuracy"] > 0.8 and clean["relu"]["n"] == 120
     assert clean["step"]["blank_gradient_fraction"] == 1.0
@@ -35,8 +35,17 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert min(r["accuracy"] for r in wb_relu) < 0.05  # a real model collapses at eps 0.5
     # blank gradients: FGSM does nothing, and PGD only its random start does anything ...
     assert all(r["success_rate"] == 0 for r in wb_step if r["attack"] == "fgsm")
-    assert min(r["accuracy"] for r in wb_step if r["eps"] == 0.5) > 0.5
+    acc = {(r["attack"], r.get("eps")): r["accuracy"] for r in wb_step}
+    assert acc[("pgd", 0.5)] > 0.5
+    # ... while a usable gradient (smooth stand-in, likelihood-ratio input gradient) breaks it
+    assert acc[("pgd_smoothed", 0.5)] < acc[("pgd", 0.5)] - 0.3
+    assert acc[("lr_pgd", 0.5)] < acc[("pgd", 0.5)] - 0.3
+    # minimal attacks on the relu net: (nearly) every correct point flipped, with a PASS score
+    for att in ("cw_l2", "hotcold"):
+        row = next(r for r in rows if r["model"] == "relu" and r.get("attack") == att)
+        assert row["eps"] is None and row["success_rate"] > 0.9 and 0 < row["mean_pass"] <= 1
     md = (out / "report.md").read_text()
+    assert "plain_gradient_weaker_than_smoothed" in md
     assert "step **(masking?)**" in md and "blank_gradients" in md  # ... and the report says why
     assert "no_collapse_at_large_eps" in md
     assert (out / "accuracy_vs_eps.png").is_file() and (out / "accuracy_vs_severity.png").is_file()
@@ -55,3 +64,41 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
 def test_bad_suite_is_refused(exports, tmp_path):
     assert main(["evaluate", str(exports / "relu"), "--suite", "clean,vibes", "--out", str(tmp_path / "r")]) == 2
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_voting_abstention_and_distortion(exports, tmp_path):
+    from evaluation.harness import evaluate
+    from zoo.data import load_digits
+    d = load_digits()
+    x, y = d.x_test[:150], d.y_test[:150]
+    res = evaluate([str(exports / "relu"), str(exports / "step")], x, y, suites=("voting", "distortion"),
+                   out=tmp_path, stddevs=(0.0, 0.5, 2.0), votes_list=(1, 9), vote_repeats=2,
+                   distortion_stddevs=(0.05, 0.6), distortion_per_class=5, distortion_draws=20, log=lambda _: None)
+    rows = res["rows"]
+    vote = {(r["model"], r["stddev"], r["votes"]): r for r in rows if r["suite"] == "voting"}
+    # more inference noise: more abstentions (the binomial test cannot separate the top two)
+    assert vote[("relu", 2.0, 9)]["abstain_rate"] > vote[("relu", 0.5, 9)]["abstain_rate"]
+    for r in vote.values():
+        if "abstain_rate" in r:  # answering less often never makes more correct answers
+            assert r["smoothed_accuracy"] <= r["accuracy"] + 1e-9
+    dist = {(r["model"], r["stddev"]): r for r in rows if r["suite"] == "distortion"}
+    assert {r["n"] for r in dist.values()} == {50}  # 5 per class, correct for both models
+    for m in ("relu", "step"):
+        assert dist[(m, 0.6)]["changed_rate"] > dist[(m, 0.05)]["changed_rate"]
+
+
+def test_report_has_heat_map_for_different_train_stddevs(exports, tmp_path):
+    from evaluation.harness import evaluate
+    from evaluation.report import write_report
+    from zoo.data import load_digits
+    d = load_digits()
+    noisy = tmp_path / "noisy"
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--batch-size", "64", "--quiet", "--train-stddev", "0.5",
+                 "--model-args", '{"hidden": [32]}', "--out", str(noisy)]) == 0
+    res = evaluate([str(exports / "relu"), str(noisy)], d.x_test[:60], d.y_test[:60], suites=("voting",),
+                   out=tmp_path / "r", stddevs=(0.0, 0.5), votes_list=(1, 3), vote_repeats=1, log=lambda _: None)
+    trains = {r["train_stddev"] for r in res["rows"]}
+    assert trains == {0.0, 0.5}
+    md = write_report(res, tmp_path).read_text()
+    assert "train_vs_infer_stddev.png" in md and (tmp_path / "train_vs_infer_stddev.png").stat().st_size > 1000
+    assert "abstain %" in md

@@ -12,6 +12,8 @@ spec                    function                                            deri
 ``"threshold"``         ``1[v > 0]`` (Heaviside step)                       0 a.e.
 ``"sign"``              ``sign(v)`` in {-1, 0, 1}                           0 a.e.
 ``"staircase:k"``       ``floor(k * clip(v, 0, 1)) / k`` (k-level quantizer)  0 a.e.
+``"tanh:a"``            ``tanh(a v)``                                       smooth
+``"ramp"``              ``clip(v, 0, 1)``                                   0 or 1
 ======================  ==================================================  ==============
 
 The step-like functions have zero gradient almost everywhere: backprop cannot train them and
@@ -57,17 +59,29 @@ def staircase(levels: int) -> Callable:
     return f
 
 
+def tanh_slope(a: float) -> Callable:
+    """``tanh(a v)``: a smooth stand-in for ``sign`` (slope ``a`` at 0)."""
+    a = float(a)
+
+    def f(v):
+        return tf.tanh(a * v)
+
+    return f
+
+
 _SIMPLE = {
     "linear": lambda v: v,
+    "ramp": lambda v: tf.clip_by_value(v, 0.0, 1.0),
+    "tanh": tf.tanh,
     "relu": tf.nn.relu,
     "sigmoid": tf.sigmoid,
     "threshold": threshold,
     "step": threshold,
     "sign": sign,
 }
-_PARAMETRIC = {"sigmoid": sigmoid_slope, "staircase": staircase}
-SMOOTH = ("linear", "relu", "sigmoid")
-NAMES = ("linear", "relu", "sigmoid", "sigmoid:A", "threshold", "sign", "staircase:K")
+_PARAMETRIC = {"sigmoid": sigmoid_slope, "tanh": tanh_slope, "staircase": staircase}
+SMOOTH = ("linear", "relu", "sigmoid", "tanh", "ramp")
+NAMES = ("linear", "relu", "sigmoid", "sigmoid:A", "tanh", "tanh:A", "ramp", "threshold", "sign", "staircase:K")
 
 
 def get(spec: str | None) -> Callable:
@@ -81,7 +95,7 @@ def get(spec: str | None) -> Callable:
         if name not in _PARAMETRIC:
             raise ValueError(f"activation {name!r} takes no parameter; choose one of {', '.join(NAMES)}")
         try:
-            value = float(arg) if name == "sigmoid" else int(arg)
+            value = float(arg) if name in ("sigmoid", "tanh") else int(arg)
         except ValueError:
             raise ValueError(f"bad parameter in activation {spec!r}; e.g. 'sigmoid:4' or 'staircase:8'") from None
         if value <= 0:
@@ -97,3 +111,20 @@ def get(spec: str | None) -> Callable:
 def is_step_like(spec: str | None) -> bool:
     """True for activations whose derivative is zero almost everywhere."""
     return (spec or "linear").partition(":")[0] in ("threshold", "step", "sign", "staircase")
+
+
+def smooth_surrogate(spec: str | None, slope: float = 10.0) -> str | None:
+    """A differentiable stand-in for a step-like activation, for smoothed-gradient attacks.
+
+    ``threshold -> sigmoid:slope``, ``sign -> tanh:slope/2`` (both tend to the step as the slope
+    grows), ``staircase -> ramp`` (the straight-through estimator's identity on [0, 1]). Smooth
+    specs are returned unchanged.
+    """
+    name = (spec or "linear").partition(":")[0]
+    if name in ("threshold", "step"):
+        return f"sigmoid:{slope:g}"
+    if name == "sign":
+        return f"tanh:{slope / 2:g}"
+    if name == "staircase":
+        return "ramp"
+    return spec

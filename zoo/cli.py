@@ -115,9 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits")
     add_data_flags(p)
     p.add_argument("--suite", default="clean,transfer,gradfree,corruption,voting",
-                   help="comma-separated: clean,whitebox,transfer,gradfree,corruption,voting")
+                   help="comma-separated: clean,whitebox,transfer,gradfree,corruption,voting,distortion")
     p.add_argument("--sources", nargs="*", default=[], help="exports that make the transfer attacks")
     p.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf radii")
+    p.add_argument("--attacks", default="fgsm,pgd", help="white-box eps-ball attacks (see evaluation.attacks)")
+    p.add_argument("--transfer-attacks", default="fgsm,pgd", help="attacks the sources make (e.g. fgsm,lbfgs)")
+    p.add_argument("--minimal-attacks", default="cw_l2,hotcold", help="minimal-perturbation attacks ('' for none)")
+    p.add_argument("--steps", type=_positive_int, default=20, help="iterations of iterative attacks")
+    p.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts")
+    p.add_argument("--eot", type=_positive_int, default=20, help="noise draws per gradient for noisy models")
+    p.add_argument("--stddevs", default="0,0.2,0.4,0.6,0.8,1.0", help="inference stddevs of the voting grid")
+    p.add_argument("--votes", default="1,5,10,20", help="vote counts of the voting grid")
+    p.add_argument("--abstain-alpha", type=float, default=0.05,
+                   help="level of the randomized-smoothing abstention test (0 turns it off)")
     p.add_argument("--n", type=_positive_int, default=500, help="test examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="report directory")
@@ -210,14 +220,35 @@ def cmd_evaluate(args) -> int:
     from evaluation.report import write_report
     from zoo.data import load_dataset
 
-    try:
-        eps = [float(v) for v in args.eps.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
+    from evaluation.attacks import ATTACKS
+    from evaluation.harness import SUITES
+
+    def numbers(flag, text, kind=float):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+    def names(flag, text, allowed):
+        chosen = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in chosen if v not in allowed]
+        if bad:
+            raise UsageError(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+        return chosen
+
+    suites = names("--suite", args.suite, SUITES)
+    if not 0 <= args.abstain_alpha < 1:
+        raise UsageError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
     data = load_dataset(args.dataset, args.data_dir, args.download)
     x, y = data.x_test[:args.n], data.y_test[:args.n]
-    result = evaluate(args.models, x, y, suites=[s for s in args.suite.split(",") if s], sources=args.sources,
-                      out=args.out, eps_list=eps, seed=args.seed)
+    result = evaluate(args.models, x, y, suites=suites, sources=args.sources, out=args.out,
+                      eps_list=numbers("--eps", args.eps), seed=args.seed,
+                      whitebox_attacks=names("--attacks", args.attacks, ATTACKS),
+                      transfer_attacks=names("--transfer-attacks", args.transfer_attacks, ATTACKS),
+                      minimal_attacks=names("--minimal-attacks", args.minimal_attacks, ("cw_l2", "hotcold")),
+                      steps=args.steps, restarts=args.restarts, eot=args.eot,
+                      stddevs=numbers("--stddevs", args.stddevs), votes_list=numbers("--votes", args.votes, int),
+                      abstain_alpha=args.abstain_alpha or None)
     print(f"report: {write_report(result, args.out)}")
     return 0
 

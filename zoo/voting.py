@@ -46,3 +46,23 @@ def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_r
 def vote_predict(model: keras.Model, images, votes, stddev=None, max_rows: int | None = None) -> tf.Tensor:
     """Majority class ``[N]`` (ties go to the lower class index)."""
     return tf.argmax(vote_counts(model, images, votes, stddev, max_rows), -1, output_type=tf.int32)
+
+
+def smoothed_predict(counts, alpha: float = 0.05):
+    """Randomized-smoothing style prediction from vote counts: abstain when unsure.
+
+    Cohen et al. (2019) PREDICT: with ``n_a``, ``n_b`` the two largest counts of a row of
+    ``counts`` (``[N, classes]``), return the top class if a two-sided binomial test of
+    ``n_a`` against ``Binomial(n_a + n_b, 1/2)`` rejects at level ``alpha``, else ``-1`` (abstain).
+    The probability of returning a class other than the smoothed classifier's is at most ``alpha``.
+    Returns an int array ``[N]``.
+    """
+    import numpy as np
+    from scipy import stats
+
+    counts = np.asarray(counts)
+    top2 = np.sort(counts, axis=-1)[:, -2:]
+    n_b, n_a = top2[:, 0], top2[:, 1]
+    p = np.minimum(1.0, 2 * stats.binom.sf(n_a - 1, n_a + n_b, 0.5))
+    pred = counts.argmax(-1)
+    return np.where(p <= alpha, pred, -1)
