@@ -121,7 +121,9 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
         return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
     if name == "lbfgs":
         from evaluation.minimal_attacks import lbfgs
-        return tf.constant(lbfgs(fn, x.numpy(), y.numpy(), eps=eps if order == np.inf else None))
+        # steps sets the L-BFGS iterations per binary-search round (5 per step: 100 at the default 20)
+        return tf.constant(lbfgs(fn, x.numpy(), y.numpy(), eps=eps if order == np.inf else None, search_steps=3,
+                                 max_iter=5 * steps))
     if name == "hotcold":
         from evaluation.minimal_attacks import hot_cold
         adv = tf.constant(hot_cold(fn, x.numpy(), y.numpy()))

@@ -21,7 +21,7 @@ def most_similar_class(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def lbfgs(fn: Callable, x, y, eps: float | None = None, target: np.ndarray | None = None,
-          search_steps: int = 5, max_iter: int = 100, initial_const: float = 1.0) -> np.ndarray:
+          search_steps: int = 5, max_iter: int = 100, initial_const: float = 1.0, batch_size: int = 500) -> np.ndarray:
     """Box-constrained L-BFGS attack (Szegedy et al. 2014), batched.
 
     Minimizes, per example, ``c * CE(fn(x + r), t) + ||r||_2^2`` over ``r`` with ``x + r`` in
@@ -30,9 +30,14 @@ def lbfgs(fn: Callable, x, y, eps: float | None = None, target: np.ndarray | Non
     constant ``c`` is found by a per-example binary search (``search_steps`` rounds); each round
     solves all examples jointly, which is exact because the objective is a sum of per-example terms.
     Returns the successful example with the smallest L2 norm, or the last iterate where none was.
+    Runs ``batch_size`` examples at a time (L-BFGS-B keeps 10 float64 copies of its variables).
     """
     x = np.asarray(x, np.float32)
     y = np.asarray(y)
+    if len(x) > batch_size:
+        return np.concatenate([
+            lbfgs(fn, x[i:i + batch_size], y[i:i + batch_size], eps, None if target is None else target[i:i + batch_size],
+                  search_steps, max_iter, initial_const, batch_size) for i in range(0, len(x), batch_size)])
     n, shape = len(x), x.shape[1:]
     if n == 0:
         return x.copy()

@@ -16,12 +16,15 @@ from zoo.noisy_base import NoisyLayer
 from zoo.noisy_conv2d import NoisyConv2D
 from zoo.noisy_dense import NoisyDense
 from zoo.noisy_lstm import NoisyLSTM
+from zoo.pretrained import describe as describe_pretrained
+from zoo.pretrained import list_pretrained, load_pretrained
 from zoo.registry import create_model, list_models, model_arguments, register_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "NoiseRecord", "NoisyConv2D", "NoisyDense", "NoisyLSTM", "NoisyLayer", "create_model", "list_models",
+    "NoiseRecord", "NoisyConv2D", "NoisyDense", "NoisyLSTM", "NoisyLayer", "create_model", "describe_pretrained", "list_models",
+    "list_pretrained", "load_pretrained",
     "model_arguments", "noise_override", "noise_settings", "noisy_layers", "record_noise", "register_model",
     "set_noise",
 ]

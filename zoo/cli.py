@@ -132,6 +132,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="report directory")
 
+    p = sub.add_parser("tune", help="keras-tuner search over a training recipe; exports the best model")
+    p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
+    p.add_argument("--method", default="bp", help="bp, glr, bang or adv (backprop + PGD adversarial training)")
+    p.add_argument("--objective", default="val_robust",
+                   help="val_accuracy, val_noisy_vote, val_transfer or val_robust (mean of the three)")
+    p.add_argument("--max-trials", type=_positive_int, default=10)
+    p.add_argument("--dataset", default="digits")
+    add_data_flags(p)
+    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per trial and for the final model")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--activation", default=None)
+    p.add_argument("--model-args", type=_json_dict, default={})
+    p.add_argument("--train-limit", type=_positive_int, default=None)
+    p.add_argument("--validation", type=float, default=0.2, help="share of the training split used for objectives")
+    p.add_argument("--objective-stddev", type=_stddev, default=0.5, help="inference noise of val_noisy_vote")
+    p.add_argument("--objective-votes", type=_positive_int, default=10)
+    p.add_argument("--objective-eps", type=_stddev, default=0.1, help="FGSM eps of val_transfer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="export directory of the best model; the search state goes to OUT.tuning/")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("pretrained", help="list, show or document the pretrained models in saved_models/")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme"])
+    p.add_argument("name", nargs="?", help="model name for show/verify (e.g. mnist/glr_threshold_ce)")
+    p.add_argument("--root", default=None, help="pretrained folder (default: $GLRZOO_PRETRAINED_DIR or saved_models/)")
+
+    p = sub.add_parser("serve-config", help="write a TF Serving models.config for every export under a folder")
+    p.add_argument("root", help="folder holding exports (e.g. saved_models)")
+    p.add_argument("--out", default=None, help="file to write (default: ROOT/models.config)")
+    p.add_argument("--base", default=None, help="base_path prefix as the server sees it, e.g. /models in the container")
+    p.add_argument("--policy", default="latest", choices=["latest", "all", "specific"], help="model_version_policy")
+
     p = sub.add_parser("demo", help="train, export, evaluate and report on the bundled digits (a few minutes)")
     p.add_argument("--out", default="demo_out", help="directory for the exported models and the report")
     p.add_argument("--quick", action="store_true", help="fewer epochs and votes (for smoke tests)")
@@ -275,6 +307,90 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_tune(args, argv) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from training.run import TrainConfig, train
+    from training.tuning import METHODS, OBJECTIVES, ZooHyperModel, tune
+    from zoo.data import load_dataset
+
+    if args.method not in METHODS:
+        raise UsageError(f"--method {args.method!r} cannot be tuned; choose one of {', '.join(METHODS)}")
+    if args.objective not in OBJECTIVES:
+        raise UsageError(f"unknown --objective {args.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    out = Path(args.out)
+    if (out / "metadata.json").exists() and not args.overwrite:
+        raise UsageError(f"{out} already holds an export; pass --overwrite or choose another --out")
+    data = load_dataset(args.dataset, args.data_dir, args.download).subset(args.train_limit, None)
+    base = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                       activation=args.activation, model_args=args.model_args, seed=args.seed, verbose=0)
+    hm = ZooHyperModel(args.model, args.method, data, base, validation=args.validation,
+                       objective_stddev=args.objective_stddev, objective_votes=args.objective_votes,
+                       objective_eps=args.objective_eps, seed=args.seed)
+    tuner, best = tune(hm, args.objective, args.max_trials, directory=str(out) + ".tuning", overwrite=args.overwrite,
+                       seed=args.seed)
+    trial = tuner.oracle.get_best_trials(1)[0]
+    print(f"best trial {trial.trial_id}: {args.objective} {trial.score:.4f} with {trial.hyperparameters.values}")
+    meta = train(dataclasses.replace(best, out=str(out), overwrite=True), data=data, argv=list(argv))
+    meta.pop("model")
+    meta["tuning"] = {"objective": args.objective, "score": trial.score, "trials": len(tuner.oracle.trials),
+                      "best_hyperparameters": trial.hyperparameters.values, "search_dir": str(out) + ".tuning"}
+    path = out / "metadata.json"
+    tmp = path.with_suffix(".json.tmp")
+    on_disk = json.loads(path.read_text())
+    on_disk["tuning"] = meta["tuning"]
+    tmp.write_text(json.dumps(on_disk, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {out}")
+    return 0
+
+
+def cmd_pretrained(args) -> int:
+    from zoo import pretrained
+
+    if args.action == "list":
+        names = pretrained.list_pretrained(args.root)
+        if not names:
+            raise UsageError(f"no pretrained models under {args.root or pretrained.pretrained_root()}")
+        for name in names:
+            meta = pretrained.describe(name, args.root)
+            print(f"{name:<28} {meta['architecture']['name']:<12} {meta['dataset']['name']:<14} "
+                  f"clean {100 * meta['metrics']['test_accuracy']:.2f}%")
+        return 0
+    if args.action == "readme":
+        from pathlib import Path
+        root = Path(args.root) if args.root else pretrained.pretrained_root()
+        text = pretrained.README_HEAD + pretrained.readme_table(root) + "\n"
+        tmp = root / "README.md.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, root / "README.md")
+        print(f"wrote {root / 'README.md'}")
+        return 0
+    if not args.name:
+        raise UsageError(f"'glrzoo pretrained {args.action}' needs a NAME; 'glrzoo pretrained list' shows them")
+    if args.action == "verify":
+        pretrained.load_pretrained(args.name, args.root)
+        print(f"{args.name}: every file matches its sha256")
+        return 0
+    meta = pretrained.describe(args.name, args.root)
+    meta.pop("files", None)
+    print(json.dumps(meta, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_serve_config(args) -> int:
+    from pathlib import Path
+
+    from zoo.serving import write_models_config
+
+    out = Path(args.out) if args.out else Path(args.root) / "models.config"
+    path = write_models_config(args.root, out, base=args.base, policy=args.policy)
+    print(f"wrote {path}; start the server with:\n  tensorflow_model_server --port=8500 --rest_api_port=8501 "
+          f"--model_config_file={path.resolve()}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
@@ -302,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_datasets(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "tune":
+            return cmd_tune(args, argv)
+        if args.command == "pretrained":
+            return cmd_pretrained(args)
+        if args.command == "serve-config":
+            return cmd_serve_config(args)
     except (UsageError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"glrzoo: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,159 @@
+"""keras-tuner HyperModels for the zoo: search training recipes for robustness, not only accuracy.
+
+:class:`ZooHyperModel` maps a ``keras_tuner.HyperParameters`` to a :class:`training.run.TrainConfig`
+(so the best trial is re-trained and exported by the same code as ``glrzoo train``), builds the
+:class:`training.trainer.Trainer`, fits it on the training split and scores it on a validation
+split held out of the training data (the test set is never looked at). Search space per method:
+
+==========  =====================================================================================
+method      hyperparameters
+==========  =====================================================================================
+all         ``lr`` (log 1e-4..1e-2), ``train_stddev`` (0..1, noise injection)
+``glr``     ``replications`` {10, 30, 100}, ``sigma`` (log 0.25..2), ``baseline``, ``antithetic``,
+            ``layerwise``, ``qmc`` (switches)
+``bang``    ``bang_epsilon`` (0.78..0.86), ``bang_beta`` (0.4..1.6)
+``adv``     backprop + PGD adversarial training, ``adv_eps`` (0.05..0.3)
+==========  =====================================================================================
+
+Objectives (all maximized, all on the validation split): ``val_accuracy``; ``val_noisy_vote``
+(accuracy under inference noise of stddev ``objective_stddev`` with ``objective_votes`` votes);
+``val_transfer`` (accuracy on FGSM examples at ``objective_eps`` made once on a backprop
+substitute trained on the same training split); ``val_robust`` (the mean of the three).
+Every trial reports all of them; the tuner optimizes the chosen one.
+
+Distributed tuning: keras-tuner runs one chief (the oracle) and many workers from the same script,
+chosen by environment variables: ``KERASTUNER_TUNER_ID`` (``chief`` or ``tuner0``, ``tuner1``, ...),
+``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` (where the chief listens). Start
+``glrzoo tune`` with the same ``--out`` (a shared file system) on every machine, the chief first.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from training.pipeline import epoch_dataset
+from training.run import TrainConfig, build_model, make_estimator, make_optimizer
+from training.trainer import Trainer
+
+METHODS = ("bp", "glr", "bang", "adv")
+OBJECTIVES = ("val_accuracy", "val_noisy_vote", "val_transfer", "val_robust")
+
+
+class ZooHyperModel(kt.HyperModel):
+    """Search space, build and fit for one zoo family and training method.
+
+    Args:
+        model: registered family name (``glrzoo models``).
+        method: one of :data:`METHODS`.
+        data: a :class:`zoo.data.Dataset`; its training split is cut into train / validation.
+        base: fixed settings (epochs, batch size, activation, model_args, ...) that are not tuned.
+        validation: share of the training split held out for the objectives.
+        objective_stddev, objective_votes: the noisy-vote objective's inference noise and votes.
+        objective_eps: L-inf radius of the transfer objective's FGSM examples (pixel units).
+    """
+
+    def __init__(self, model: str, method: str, data, base: TrainConfig | None = None, validation: float = 0.2,
+                 objective_stddev: float = 0.5, objective_votes: int = 10, objective_eps: float = 0.1, seed: int = 0):
+        if method not in METHODS:
+            raise ValueError(f"unknown tuning method {method!r}; choose one of {', '.join(METHODS)}")
+        if not 0 < validation < 1:
+            raise ValueError(f"validation share must be in (0, 1), got {validation}")
+        super().__init__(name=f"{model}_{method}")
+        self.model_name, self.method, self.seed = model, method, seed
+        self.base = base or TrainConfig(model=model, dataset=data.name, epochs=3, verbose=0)
+        n_val = max(1, int(len(data.x_train) * validation))
+        order = np.random.default_rng(seed).permutation(len(data.x_train))
+        val, train = order[:n_val], order[n_val:]
+        self.data = dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                                        x_test=data.x_train[val], y_test=data.y_train[val])
+        self.objective_stddev, self.objective_votes, self.objective_eps = objective_stddev, objective_votes, objective_eps
+        self._transfer_set = None
+
+    def config(self, hp: kt.HyperParameters) -> TrainConfig:
+        """The :class:`TrainConfig` that ``hp`` stands for (the best one is re-trained from it)."""
+        method_args, adversarial, method = {}, None, self.method
+        if self.method == "glr":
+            method_args = {"replications": hp.Choice("replications", [10, 30, 100]),
+                           "sigma": hp.Float("sigma", 0.25, 2.0, sampling="log"),
+                           "baseline": hp.Boolean("baseline", default=True),
+                           "antithetic": hp.Boolean("antithetic", default=False),
+                           "layerwise": hp.Boolean("layerwise", default=False),
+                           "qmc": hp.Boolean("qmc", default=False)}
+        elif self.method == "bang":
+            method_args = {"epsilon": hp.Float("bang_epsilon", 0.78, 0.86), "beta": hp.Float("bang_beta", 0.4, 1.6)}
+        elif self.method == "adv":
+            method = "bp"
+            eps = hp.Float("adv_eps", 0.05, 0.3)
+            adversarial = {"eps": eps, "step": eps / 4, "iterations": 7, "random_start": True}
+        return dataclasses.replace(self.base, method=method, method_args=method_args, adversarial=adversarial,
+                                   lr=hp.Float("lr", 1e-4, 1e-2, sampling="log"),
+                                   train_stddev=hp.Float("train_stddev", 0.0, 1.0, step=0.25), seed=self.seed)
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        config = self.config(hp)
+        config.validate()
+        keras.utils.set_random_seed(config.seed)
+        transforms = []
+        if config.adversarial is not None:
+            from training.adversarial import pgd_training
+            transforms.append(pgd_training(seed=config.seed, **config.adversarial))
+        trainer = Trainer(build_model(config, self.data), make_estimator(config.method, config.loss, **config.method_args),
+                          transforms)
+        trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
+        trainer.build((None, *self.data.input_shape))
+        return trainer
+
+    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, callbacks=None, verbose: int = 0, **kwargs) -> dict:
+        """Train on the train split, then return every objective on the validation split."""
+        config = self.config(hp)
+        ds, steps = epoch_dataset(self.data.x_train, self.data.y_train, config.batch_size, config.seed, 0, config.epochs)
+        user = [c for c in (callbacks or []) if not type(c).__module__.startswith("keras_tuner")]
+        model.fit(ds, epochs=config.epochs, steps_per_epoch=steps, callbacks=user, verbose=verbose)
+        return self.objectives(model.net)
+
+    def objectives(self, net: keras.Model) -> dict:
+        from zoo.noise import noisy_layers
+        from zoo.voting import vote_predict
+
+        x, y = self.data.x_test, self.data.y_test
+        clean = float(np.mean(np.argmax(net.predict(x, verbose=0, batch_size=512), -1) == y))
+        noisy = clean
+        if noisy_layers(net):
+            noisy = float(np.mean(vote_predict(net, x, self.objective_votes, self.objective_stddev).numpy() == y))
+        xt, yt = self.transfer_set()
+        transfer = float(np.mean(np.argmax(net.predict(xt, verbose=0, batch_size=512), -1) == yt))
+        return {"val_accuracy": clean, "val_noisy_vote": noisy, "val_transfer": transfer,
+                "val_robust": (clean + noisy + transfer) / 3}
+
+    def transfer_set(self):
+        """FGSM examples at ``objective_eps`` from a backprop substitute, made once and reused."""
+        if self._transfer_set is None:
+            from evaluation.attacks import attack, logits_fn
+            keras.utils.set_random_seed(self.seed + 1)
+            sub = build_model(dataclasses.replace(self.base, model="substitute_mlp", model_args={}, activation=None,
+                                                  train_stddev=0.0, infer_stddev=0.0), self.data)
+            sub.compile(optimizer=keras.optimizers.Adam(1e-3),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            sub.fit(self.data.x_train, self.data.y_train, epochs=max(3, self.base.epochs), batch_size=128, verbose=0)
+            x, y = self.data.x_test, self.data.y_test
+            adv = attack("fgsm", logits_fn(sub), x, y, self.objective_eps).numpy()
+            self._transfer_set = (adv, y)
+        return self._transfer_set
+
+
+def tune(hypermodel: ZooHyperModel, objective: str = "val_robust", max_trials: int = 10, directory: str = "tuning",
+         overwrite: bool = False, seed: int = 0) -> tuple[kt.Tuner, TrainConfig]:
+    """Random search over ``hypermodel``; returns the tuner and the best trial's :class:`TrainConfig`."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    tuner = kt.RandomSearch(hypermodel, objective=kt.Objective(objective, "max"), max_trials=max_trials, seed=seed,
+                            directory=directory, project_name=hypermodel.name, overwrite=overwrite)
+    tuner.search(verbose=0)
+    best = tuner.get_best_hyperparameters(1)[0]
+    return tuner, hypermodel.config(best)
+
+
+__all__ = ["METHODS", "OBJECTIVES", "ZooHyperModel", "tune"]
