@@ -41,7 +41,9 @@ def speed(data, epochs: int = 2) -> None:
     rows = []
     for label, method, args in [("bp", "bp", {}), ("glr R=10", "glr", {"replications": 10}),
                                 ("glr R=100", "glr", {"replications": 100}),
-                                ("glr R=100 antithetic", "glr", {"replications": 100, "antithetic": True})]:
+                                ("glr R=100 antithetic", "glr", {"replications": 100, "antithetic": True}),
+                                ("glr R=100 base+layerw", "glr", {"replications": 100, "baseline": True,
+                                                                  "layerwise": True})]:
         config = TrainConfig(model="glr_mlp", dataset="mnist", method=method, epochs=epochs, batch_size=128,
                              optimizer="adam", lr=3e-3, activation="sigmoid", verbose=0, method_args=args)
         timer = epoch_timer()

@@ -51,8 +51,9 @@ def substitute(dataset: str, work: Path) -> str:
     """A backprop substitute (784-100-50-10 ReLU MLP style) for transfer attacks; not shipped."""
     out = work / f"substitute_{dataset}"
     if not (out / "metadata.json").exists():
-        assert glrzoo(["train", "--model", "substitute_mlp", "--dataset", dataset, "--epochs", "5" if dataset == "mnist"
-                       else "30", "--lr", "0.001", "--quiet", "--overwrite", "--out", str(out)]) == 0
+        argv = ["train", "--model", "substitute_mlp", "--dataset", dataset, "--epochs", "5" if dataset == "mnist"
+                else "30", "--lr", "0.001", "--quiet", "--overwrite", "--out", str(out)]
+        assert glrzoo(argv + (["--data-dir", data_dir()] if data_dir() else [])) == 0
     return str(out)
 
 
@@ -63,11 +64,15 @@ def headline(rows: list[dict], name: str) -> dict:
     def pick(suite, **kw):
         return next((r["accuracy"] for r in mine if r["suite"] == suite and all(r.get(k) == v for k, v in kw.items())),
                     None)
-    out = {"transfer FGSM .13": pick("transfer", attack="fgsm", eps=0.13),
-           "transfer PGD .3": pick("transfer", attack="pgd", eps=0.3),
-           "corruptions mA": pick("corruption", corruption="mean (eq. 6)"),
-           "s=1.0, 1 vote": pick("voting", stddev=1.0, votes=1),
-           "s=1.0, 20 votes": pick("voting", stddev=1.0, votes=20)}
+    out = {}
+    for att, choose in (("fgsm", min), ("pgd", max)):
+        eps = [r["eps"] for r in mine if r["suite"] == "transfer" and r["attack"] == att]
+        if eps:
+            e = choose(eps)
+            out[f"transfer {att.upper()} {e:g}"] = pick("transfer", attack=att, eps=e)
+    out.update({"corruptions mA": pick("corruption", corruption="mean (eq. 6)"),
+                "s=1.0, 1 vote": pick("voting", stddev=1.0, votes=1),
+                "s=1.0, 20 votes": pick("voting", stddev=1.0, votes=20)})
     return {k: v for k, v in out.items() if v is not None}
 
 

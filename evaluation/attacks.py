@@ -169,9 +169,10 @@ def spsa_linf(fn, x, y, eps, steps=20, samples=64, delta=0.01, lr=0.01, seed=0) 
     v2 = tf.zeros_like(x)
     b1, b2 = 0.9, 0.999
     y_rep = tf.repeat(y, 2 * samples)
-    for t in range(1, steps + 1):
+
+    @tf.function
+    def step(pert, m, v2, t, dirs):
         adv = tf.clip_by_value(x + pert, 0.0, 1.0)
-        dirs = tf.sign(rng.uniform([n, samples, *shape], -1.0, 1.0))
         probe = tf.concat([adv[:, None] + delta * dirs, adv[:, None] - delta * dirs], axis=1)
         margins = _margin(fn(tf.reshape(probe, [-1, *shape])), y_rep)
         margins = tf.reshape(margins, [n, 2 * samples])
@@ -179,9 +180,13 @@ def spsa_linf(fn, x, y, eps, steps=20, samples=64, delta=0.01, lr=0.01, seed=0) 
         grad = tf.reduce_mean(tf.reshape(diff, [n, samples] + [1] * len(shape)) * dirs, axis=1)
         m = b1 * m + (1 - b1) * grad
         v2 = b2 * v2 + (1 - b2) * grad * grad
-        step = lr * (m / (1 - b1**t)) / (tf.sqrt(v2 / (1 - b2**t)) + 1e-8)
-        pert = tf.clip_by_value(pert - step, -eps, eps)
-        pert = tf.clip_by_value(x + pert, 0.0, 1.0) - x
+        update = lr * (m / (1 - b1**t)) / (tf.sqrt(v2 / (1 - b2**t)) + 1e-8)
+        pert = tf.clip_by_value(pert - update, -eps, eps)
+        return tf.clip_by_value(x + pert, 0.0, 1.0) - x, m, v2
+
+    for t in range(1, steps + 1):
+        dirs = tf.sign(rng.uniform([n, samples, *shape], -1.0, 1.0))
+        pert, m, v2 = step(pert, m, v2, tf.constant(float(t)), dirs)
     return tf.clip_by_value(x + pert, 0.0, 1.0)
 
 

@@ -80,8 +80,13 @@ def lr_pgd(fn: Callable, x, y, eps: float, steps: int = 20, step_size: float | N
     step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     rng = np.random.default_rng(seed)
     adv = tf.clip_by_value(x + tf.constant(rng.uniform(-eps, eps, x.shape), tf.float32), 0.0, 1.0)
-    for t in range(steps):
+
+    @tf.function
+    def step(adv, t):
         g = lr_input_gradient(fn, adv, y, sigma, samples, seed=seed * 1000 + t)
         adv = adv + step_size * tf.sign(g)
-        adv = tf.clip_by_value(tf.clip_by_value(adv, x - eps, x + eps), 0.0, 1.0)
+        return tf.clip_by_value(tf.clip_by_value(adv, x - eps, x + eps), 0.0, 1.0)
+
+    for t in range(steps):
+        adv = step(adv, tf.constant(t))
     return adv

@@ -84,9 +84,14 @@ def summary_row(name: str, meta: dict, size_bytes: int) -> dict:
     """One table row for ``name``: architecture, method, clean accuracy, key robustness numbers, size."""
     arch = meta["architecture"]
     training = meta["training"]
-    method = training["method"]["name"] if isinstance(training.get("method"), dict) else str(training.get("method"))
-    if training.get("transforms"):
-        method += " + " + ", ".join(t.get("name", "?") for t in training["transforms"])
+    spec = training.get("method")
+    method = spec.get("method", "?") if isinstance(spec, dict) else str(spec)
+    if method == "glr":
+        method += f" R={spec.get('replications')}" + (" +baseline" if spec.get("baseline") else "")
+    if method == "bang":
+        method += f" eps={spec.get('epsilon')} beta={spec.get('beta')}"
+    for t in training.get("transforms") or []:
+        method += f" + {t.get('transform', '?')} adversarial training (eps {t.get('eps')}, {t.get('iterations')} steps)"
     if training.get("train_stddev"):
         method += f" + {training['noise']} noise {training['train_stddev']:g}"
     ev = meta.get("evaluation", {})

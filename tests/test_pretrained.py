@@ -1,0 +1,61 @@
+"""The shipped pretrained set: listed, loaded with checksums, refused when altered, README generated."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.cli import main
+from zoo.export import ExportError
+from zoo.pretrained import README_HEAD, list_pretrained, pretrained_root, readme_table
+
+REQUIRED = ("mnist/bp_sigmoid_ce", "mnist/glr_sigmoid_ce", "mnist/glr_threshold_ce", "mnist/glr_sigmoid_01",
+            "mnist/glr_threshold_01", "digits/glr_threshold_mlp", "mnist/cnn6_noise1.0", "mnist/lenet_bang",
+            "mnist/madry_cnn_pgd", "mnist_strokes/lstm")
+
+
+def test_the_promised_set_is_shipped_small_and_evaluated():
+    names = list_pretrained()
+    assert set(REQUIRED) <= set(names), sorted(set(REQUIRED) - set(names))
+    size = sum(p.stat().st_size for p in pretrained_root().rglob("*") if p.is_file())
+    assert size < 12 * 2**20, size / 2**20
+    for name in REQUIRED:
+        meta = zoo.describe_pretrained(name)
+        assert meta["command"] and meta["training"]["seed"] is not None and meta["versions"]["tensorflow"]
+        ev = meta["evaluation"]
+        assert ev["n"] == min(1000, meta["dataset"]["test_examples"]) and ev["headline"], name
+        assert "masking_flags" in ev
+
+
+def test_readme_is_generated_from_the_metadata():
+    committed = (pretrained_root() / "README.md").read_text()
+    assert committed == README_HEAD + readme_table() + "\n", "run 'glrzoo pretrained readme' after changing a model"
+
+
+def test_load_pretrained_runs_and_refuses_altered_files(tmp_path, digits):
+    model = zoo.load_pretrained("glr_threshold_mlp")  # unique short name
+    acc = np.mean(np.argmax(model(digits.x_test), -1) == digits.y_test)
+    meta = zoo.describe_pretrained("digits/glr_threshold_mlp")
+    assert acc == pytest.approx(meta["metrics"]["test_accuracy"], abs=1e-6)
+    copy = tmp_path / "digits" / "glr_threshold_mlp"
+    shutil.copytree(pretrained_root() / "digits" / "glr_threshold_mlp", copy)
+    weights = next(p for p in (copy / "1" / "variables").iterdir() if p.name.startswith("variables.data"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="sha256"):
+        zoo.load_pretrained("digits/glr_threshold_mlp", root=tmp_path)
+    assert main(["pretrained", "verify", "digits/glr_threshold_mlp", "--root", str(tmp_path)]) == 2
+    with pytest.raises(ExportError, match="no pretrained model"):
+        zoo.load_pretrained("nope")
+
+
+def test_cli_lists_and_shows(capsys):
+    assert main(["pretrained", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in REQUIRED)
+    assert main(["pretrained", "show", "mnist/lenet_bang"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["training"]["method"]["method"] == "bang" and "files" not in shown
+    assert main(["pretrained", "show"]) == 2
