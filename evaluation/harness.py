@@ -71,7 +71,8 @@ def _settings(row):
 
 
 def _predict(model, x, votes: int = 1, batch: int = 1000) -> np.ndarray:
-    """Predictions in inference mode: noise-free if the model's infer stddev is 0, else voted."""
+    """Predictions in inference mode: noise-free if the model's infer stddev is 0, else the
+    majority of ``votes`` noisy passes (one batched call per chunk)."""
     noisy = noise_settings(model)["infer_stddev"] > 0
     out = []
     for i in range(0, len(x), batch):
@@ -109,7 +110,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
              seed: int = 0, log: Callable[[str], None] = print, whitebox_attacks=("fgsm", "pgd"),
              minimal_attacks=MINIMAL, pass_limit: int = 50, abstain_alpha: float | None = 0.05,
              distortion_stddevs=(0.1, 0.2, 0.3, 0.4), distortion_per_class: int = 10,
-             distortion_draws: int = 100) -> dict:
+             distortion_draws: int = 100, votes: int = 20, step_size: float | None = None) -> dict:
     """Evaluate every export in ``model_dirs`` on ``(x, y)``; returns ``{"rows", "counters", "flags"}``.
 
     Args:
@@ -129,6 +130,10 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
         abstain_alpha: level of the randomized-smoothing abstention rows in the voting suite
             (``None``: no abstention rows).
         distortion_stddevs, distortion_per_class, distortion_draws: BANG's random-distortion test.
+        votes: noisy passes voted on for every prediction of a model whose inference noise is on
+            (the prediction under attack is the voted one).
+        step_size: per-step size of iterative attacks (default ``2.5 * eps / steps``); the
+            noisy-inference paper's transfer setting is eps 0.3, step 0.05, 20 steps, 20 restarts.
     """
     unknown = set(suites) - set(SUITES)
     if unknown:
@@ -138,11 +143,14 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
     clean_preds: dict[str, np.ndarray] = {}
 
+    def predict(model, images, batch: int = 1000):
+        return _predict(model, images, votes, batch)
+
     def clean_pred(name, model):
         """Each model's predictions on the clean ``x``, computed once and shared by every suite."""
         if name not in clean_preds:
             ev.counters["model_passes"] += 1
-            clean_preds[name] = _predict(model, x)
+            clean_preds[name] = predict(model, x)
         return clean_preds[name]
     y = np.asarray(y)
 
@@ -168,9 +176,10 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                     key = f"{name}|whitebox|{label}|{eps}"
                     if ev.done(key):
                         continue
-                    adv = attack(att, attack_fn, x, y, eps, steps=steps, restarts=restarts, seed=seed).numpy()
+                    adv = attack(att, attack_fn, x, y, eps, steps=steps, step_size=step_size, restarts=restarts,
+                                 seed=seed).numpy()
                     ev.counters["attack_runs"] += 1
-                    ev.add({"key": key, **_attack_row(name, "whitebox", label, x, y, adv, _predict(model, adv),
+                    ev.add({"key": key, **_attack_row(name, "whitebox", label, x, y, adv, predict(model, adv),
                                                       {"eps": eps, "norm": "inf", "steps": steps,
                                                        "eot": eot if noisy else 1}, pred_clean=pred_clean)})
             for att in minimal_attacks:
@@ -182,7 +191,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 if len(idx):
                     adv[idx] = attack(att, fn, x[idx], y[idx], np.inf, steps=steps, seed=seed).numpy()
                 ev.counters["attack_runs"] += 1
-                ev.add({"key": key, **_attack_row(name, "whitebox", att, x, y, adv, _predict(model, adv),
+                ev.add({"key": key, **_attack_row(name, "whitebox", att, x, y, adv, predict(model, adv),
                                                   {"eps": None, "norm": "2" if att == "cw_l2" else "inf",
                                                    "eot": eot if noisy else 1},
                                                   pred_clean=pred_clean, pass_limit=pass_limit)})
@@ -199,16 +208,19 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                     keys = {name: f"{name}|transfer|{src_name}|{att}|{eps}" for name in models if name != src_name}
                     if all(ev.done(k) for k in keys.values()):
                         continue
-                    adv = attack(att, logits_fn(src, stddev=0.0), xs, ys, eps, steps=steps, restarts=restarts,
-                                 seed=seed).numpy()
+                    adv = attack(att, logits_fn(src, stddev=0.0), xs, ys, eps, steps=steps, step_size=step_size,
+                                 restarts=restarts, seed=seed).numpy()
                     ev.counters["attack_runs"] += 1
                     for name, key in keys.items():
                         if not ev.done(key):
                             ev.counters["model_passes"] += 2
                             ev.add({"key": key, **_attack_row(name, "transfer", att, xs, ys, adv,
-                                                              _predict(models[name], adv),
-                                                              {"eps": eps, "norm": "inf", "steps": steps},
-                                                              source=src_name, pred_clean=_predict(models[name], xs))})
+                                                              predict(models[name], adv),
+                                                              {"eps": eps, "norm": "inf", "steps": steps,
+                                                               "restarts": restarts, "step_size": step_size,
+                                                               "votes": votes if noise_settings(models[name])[
+                                                                   "infer_stddev"] > 0 else None},
+                                                              source=src_name, pred_clean=predict(models[name], xs))})
 
     if "gradfree" in suites:
         for name, model in models.items():
@@ -222,7 +234,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 if len(idx):
                     adv[idx] = attack("spsa", logits_fn(model), x[idx], y[idx], eps, steps=steps, seed=seed).numpy()
                 ev.counters["attack_runs"] += 1
-                ev.add({"key": key, **_attack_row(name, "gradfree", "spsa", x, y, adv, _predict(model, adv),
+                ev.add({"key": key, **_attack_row(name, "gradfree", "spsa", x, y, adv, predict(model, adv),
                                                   {"eps": eps, "norm": "inf", "steps": steps}, pred_clean=pred)})
 
     if "corruption" in suites:
@@ -234,7 +246,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 xc = corrupt(x, c.name, severity, seed)
                 for name, key in keys.items():
                     if not ev.done(key):
-                        pred = _predict(models[name], xc)
+                        pred = predict(models[name], xc)
                         ev.add({"key": key, "model": name, "suite": "corruption", "corruption": c.name,
                                 "severity": severity, **accuracy_row(int(np.sum(pred == y)), len(y))})
         for name in models:
@@ -280,7 +292,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 key = f"{name}|distortion|{s}"
                 if ev.done(key) or not len(idx):
                     continue
-                rate, se = changed_fraction(lambda im, m=model: _predict(m, im, batch=4096), x[idx], s,
+                rate, se = changed_fraction(lambda im, m=model: predict(m, im, batch=4096), x[idx], s,
                                             distortion_draws, seed)
                 ev.counters["model_passes"] += distortion_draws
                 ev.add({"key": key, "model": name, "suite": "distortion", "corruption": "gaussian (BANG test)",

@@ -70,6 +70,7 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
             extra = [c[2](r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
             lines.append(f"| {name} | {what} | {settings} | {r['n']} | {_pct(r)} | " + " | ".join(extra) + " |")
         lines.append("")
+    _transfer_matrix(rows, lines)
     _plots(rows, out, lines)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -149,3 +150,20 @@ def _heatmap(rows, out: Path, lines: list[str]) -> None:
     fig.savefig(out / "train_vs_infer_stddev.png", dpi=100)
     plt.close(fig)
     lines.append("![train stddev x inference stddev](train_vs_infer_stddev.png)")
+
+
+def _transfer_matrix(rows, lines: list[str]) -> None:
+    """Source x target accuracy matrices, one per transfer attack and eps."""
+    transfer = [r for r in rows if r["suite"] == "transfer"]
+    if not transfer:
+        return
+    lines += ["## transfer matrix", "", "Accuracy (%) of each target (columns) on the examples each source (rows) made.", ""]
+    targets = list(dict.fromkeys(r["model"] for r in transfer))
+    for att, eps in dict.fromkeys((r["attack"], r["eps"]) for r in transfer):
+        lines += [f"**{att}, eps {eps}**", "", "| source (rows) / target (columns) | " + " | ".join(targets) + " |",
+                  "|---|" + "---|" * len(targets)]
+        for src in dict.fromkeys(r["source"] for r in transfer):
+            cells = [next((f"{100 * r['accuracy']:.1f}" for r in transfer if r["source"] == src and r["model"] == t
+                           and r["attack"] == att and r["eps"] == eps), "") for t in targets]
+            lines.append(f"| {src} | " + " | ".join(cells) + " |")
+        lines.append("")

@@ -46,6 +46,7 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
         assert row["eps"] is None and row["success_rate"] > 0.9 and 0 < row["mean_pass"] <= 1
     md = (out / "report.md").read_text()
     assert "plain_gradient_weaker_than_smoothed" in md
+    assert "## transfer matrix" in md and "| relu | " in md  # source rows x target columns
     assert "step **(masking?)**" in md and "blank_gradients" in md  # ... and the report says why
     assert "no_collapse_at_large_eps" in md
     assert (out / "accuracy_vs_eps.png").is_file() and (out / "accuracy_vs_severity.png").is_file()

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minimal-attacks", default="cw_l2,hotcold", help="minimal-perturbation attacks ('' for none)")
     p.add_argument("--steps", type=_positive_int, default=20, help="iterations of iterative attacks")
     p.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts")
+    p.add_argument("--step-size", type=float, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
+    p.add_argument("--predict-votes", type=_positive_int, default=20,
+                   help="noisy passes voted on for every prediction of a model with inference noise")
     p.add_argument("--eot", type=_positive_int, default=20, help="noise draws per gradient for noisy models")
     p.add_argument("--stddevs", default="0,0.2,0.4,0.6,0.8,1.0", help="inference stddevs of the voting grid")
     p.add_argument("--votes", default="1,5,10,20", help="vote counts of the voting grid")
@@ -278,7 +281,8 @@ def cmd_evaluate(args) -> int:
                       whitebox_attacks=names("--attacks", args.attacks, ATTACKS),
                       transfer_attacks=names("--transfer-attacks", args.transfer_attacks, ATTACKS),
                       minimal_attacks=names("--minimal-attacks", args.minimal_attacks, ("cw_l2", "hotcold")),
-                      steps=args.steps, restarts=args.restarts, eot=args.eot,
+                      steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
+                      votes=args.predict_votes,
                       stddevs=numbers("--stddevs", args.stddevs), votes_list=numbers("--votes", args.votes, int),
                       abstain_alpha=args.abstain_alpha or None)
     print(f"report: {write_report(result, args.out)}")
