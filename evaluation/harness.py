@@ -26,7 +26,7 @@ from evaluation.metrics import accuracy_row
 from evaluation.pass_score import mean_pass
 from evaluation.surrogate import has_step_activations, smoothed_model
 from zoo.export import load_model
-from zoo.noise import noise_settings
+from zoo.noise import noise_settings, set_noise
 from zoo.voting import smoothed_predict, vote_counts
 
 SCHEMA_VERSION = 2
@@ -110,7 +110,8 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
              seed: int = 0, log: Callable[[str], None] = print, whitebox_attacks=("fgsm", "pgd"),
              minimal_attacks=MINIMAL, pass_limit: int = 50, abstain_alpha: float | None = 0.05,
              distortion_stddevs=(0.1, 0.2, 0.3, 0.4), distortion_per_class: int = 10,
-             distortion_draws: int = 100, votes: int = 20, step_size: float | None = None) -> dict:
+             distortion_draws: int = 100, votes: int = 20, step_size: float | None = None,
+             infer_stddev: float | None = None) -> dict:
     """Evaluate every export in ``model_dirs`` on ``(x, y)``; returns ``{"rows", "counters", "flags"}``.
 
     Args:
@@ -134,6 +135,8 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
             (the prediction under attack is the voted one).
         step_size: per-step size of iterative attacks (default ``2.5 * eps / steps``); the
             noisy-inference paper's transfer setting is eps 0.3, step 0.05, 20 steps, 20 restarts.
+        infer_stddev: if set, turn inference noise of this stddev on in every evaluated model (its
+            own kind, additive or multiplicative); sources stay noise-free.
     """
     unknown = set(suites) - set(SUITES)
     if unknown:
@@ -141,6 +144,9 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
     out = Path(out) if out is not None else None
     ev = Evaluation(out, log)
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
+    if infer_stddev is not None:  # evaluate every target with its inference noise on (noisy hardware)
+        for model in models.values():
+            set_noise(model, infer_stddev=infer_stddev)
     clean_preds: dict[str, np.ndarray] = {}
 
     def predict(model, images, batch: int = 1000):

@@ -103,3 +103,18 @@ def test_report_has_heat_map_for_different_train_stddevs(exports, tmp_path):
     md = write_report(res, tmp_path).read_text()
     assert "train_vs_infer_stddev.png" in md and (tmp_path / "train_vs_infer_stddev.png").stat().st_size > 1000
     assert "abstain %" in md
+
+
+def test_targets_with_inference_noise_are_judged_by_their_vote(exports, tmp_path):
+    from evaluation.harness import evaluate
+    from zoo.data import load_digits
+    d = load_digits()
+    kw = dict(suites=("clean", "transfer"), transfer_attacks=("fgsm",), eps_list=(0.2,), log=lambda _: None)
+    dirs = [str(exports / "relu"), str(exports / "step")]
+    quiet = evaluate(dirs, d.x_test[:200], d.y_test[:200], out=tmp_path / "a", **kw)["rows"]
+    noisy = evaluate(dirs, d.x_test[:200], d.y_test[:200], out=tmp_path / "b", infer_stddev=3.0, votes=3, **kw)["rows"]
+    assert all(r.get("votes") is None for r in quiet if r["suite"] == "transfer")
+    assert all(r["votes"] == 3 for r in noisy if r["suite"] == "transfer")
+    # heavy additive noise on every unit really is on: clean accuracy moves
+    acc = lambda rows, m: next(r["accuracy"] for r in rows if r["suite"] == "clean" and r["model"] == m)  # noqa: E731
+    assert abs(acc(quiet, "relu") - acc(noisy, "relu")) > 0.02

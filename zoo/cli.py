@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=20, help="iterations of iterative attacks")
     p.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts")
     p.add_argument("--step-size", type=float, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
+    p.add_argument("--infer-stddev", type=_stddev, default=None,
+                   help="turn inference noise of this stddev on in every evaluated model (sources stay clean)")
     p.add_argument("--predict-votes", type=_positive_int, default=20,
                    help="noisy passes voted on for every prediction of a model with inference noise")
     p.add_argument("--eot", type=_positive_int, default=20, help="noise draws per gradient for noisy models")
@@ -282,7 +284,7 @@ def cmd_evaluate(args) -> int:
                       transfer_attacks=names("--transfer-attacks", args.transfer_attacks, ATTACKS),
                       minimal_attacks=names("--minimal-attacks", args.minimal_attacks, ("cw_l2", "hotcold")),
                       steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
-                      votes=args.predict_votes,
+                      votes=args.predict_votes, infer_stddev=args.infer_stddev,
                       stddevs=numbers("--stddevs", args.stddevs), votes_list=numbers("--votes", args.votes, int),
                       abstain_alpha=args.abstain_alpha or None)
     print(f"report: {write_report(result, args.out)}")
