@@ -201,3 +201,17 @@ def blank_gradient_fraction(fn, x, y) -> float:
         return 1.0
     axes = list(range(1, len(x.shape)))
     return float(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(grad, 0.0), axis=axes), tf.float32)))
+
+
+def flat_probe_fraction(fn, x, y, delta: float = 0.01, probes: int = 8, seed: int = 0) -> float:
+    """Share of random +-``delta`` finite differences of the margin (``probes`` per input) that are
+    exactly zero: where the output is locally flat, SPSA-style gradient-free attacks see nothing
+    either (a masking flag for query attacks, as blank gradients are for gradient ones)."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.convert_to_tensor(y, tf.int64)
+    n, shape = x.shape[0], x.shape[1:]
+    dirs = tf.sign(tf.random.stateless_uniform([n, probes, *shape], [seed, 11], -1.0, 1.0))
+    probe = tf.concat([x[:, None] + delta * dirs, x[:, None] - delta * dirs], axis=1)
+    margins = tf.reshape(_margin(fn(tf.reshape(probe, [-1, *shape])), tf.repeat(y, 2 * probes)), [n, 2 * probes])
+    flat = tf.equal(margins[:, :probes], margins[:, probes:])
+    return float(tf.reduce_mean(tf.cast(flat, tf.float32)))

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from evaluation.attacks import MINIMAL, attack, blank_gradient_fraction, logits_fn
+from evaluation.attacks import MINIMAL, attack, blank_gradient_fraction, flat_probe_fraction, logits_fn
 from evaluation.corruptions import AUTHORS, corrupt, mean_corruption_accuracy
 from evaluation.distortion import changed_fraction, common_correct
 from evaluation.metrics import accuracy_row
@@ -166,7 +166,9 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
             if not ev.done(key):
                 pred = clean_pred(name, model)
                 ev.add({"key": key, "model": name, "suite": "clean", **accuracy_row(int(np.sum(pred == y)), len(y)),
-                        "blank_gradient_fraction": blank_gradient_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500])})
+                        "blank_gradient_fraction": blank_gradient_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500]),
+                        "flat_probe_fraction": flat_probe_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500],
+                                                                   seed=seed)})
 
     if "whitebox" in suites:
         for name, model in models.items():
@@ -314,6 +316,8 @@ def masking_flags(rows: list[dict]) -> dict:
     """Gradient-masking flags per model (PAPERS.md section 4).
 
     * ``blank_gradients``: some inputs have an exactly zero loss gradient.
+    * ``flat_finite_differences``: over 5% of small random probes leave the output exactly
+      unchanged, so SPSA-style gradient-free numbers are not evidence of robustness either.
     * ``whitebox_above_blackbox``: white-box accuracy exceeds transfer or gradient-free accuracy at
       the same eps (a stronger attack should never do worse).
     * ``no_collapse_at_large_eps``: an attack's white-box accuracy at the largest eps stays above 10%.
@@ -327,6 +331,8 @@ def masking_flags(rows: list[dict]) -> dict:
         clean = next((r for r in mine if r["suite"] == "clean"), None)
         if clean and clean.get("blank_gradient_fraction", 0) > 0:
             out.append(f"blank_gradients ({100 * clean['blank_gradient_fraction']:.0f}% of inputs)")
+        if clean and clean.get("flat_probe_fraction", 0) > 0.05:
+            out.append(f"flat_finite_differences ({100 * clean['flat_probe_fraction']:.0f}% of probes)")
         wb = [r for r in mine if r["suite"] == "whitebox" and r.get("eps") is not None]
         for r in wb:
             others = [o for o in mine if o["suite"] in ("transfer", "gradfree") and o.get("eps") == r["eps"]]

@@ -24,6 +24,7 @@ _EXTRA = (  # (row key, column title, format)
     ("mean_linf", "mean Linf", lambda v: f"{v:.3f}"),
     ("mean_pass", "mean PASS", lambda v: f"{v:.3f}"),
     ("blank_gradient_fraction", "blank grads %", lambda v: f"{100 * v:.1f}"),
+    ("flat_probe_fraction", "flat probes %", lambda v: f"{100 * v:.1f}"),
     ("spread", "spread (std)", lambda v: f"{100 * v:.2f}"),
     ("abstain_rate", "abstain %", lambda v: f"{100 * v:.1f}"),
     ("smoothed_accuracy", "answered & right %", lambda v: f"{100 * v:.1f}"),
@@ -34,7 +35,8 @@ _SUITE_NOTES = {
                 "minimal-perturbation attacks: read success with the size and PASS of the change. `pgd_smoothed` and "
                 "`lr_pgd` attack step-activation nets through a usable gradient.",
     "transfer": "Adversarial examples made on the source, kept only where the source was right, fed to each target.",
-    "gradfree": "SPSA: never uses the model's gradient, so masking cannot stop it.",
+    "gradfree": "SPSA: never uses the model's gradient, so blank gradients cannot stop it; a model whose output is "
+                "flat under small probes (step activations) starves it too, and is marked.",
     "voting": "Noisy inference, majority vote; mean over repeats with its spread. Abstention: randomized-smoothing "
               "binomial test (answered & right = correct and not abstained, over all points).",
     "distortion": "BANG's random-distortion test: points every model gets right, Gaussian noise of the given stddev, "
@@ -63,7 +65,10 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
                   "| model | what | settings | n | accuracy | " + " | ".join(c[1] for c in cols) + " |",
                   "|---|---|---|---|---|" + "---|" * len(cols)]
         for r in mine:
-            name = r["model"] + (" **(masking?)**" if flags.get(r["model"]) and suite == "whitebox" else "")
+            flagged = flags.get(r["model"], [])
+            masked = (suite == "whitebox" and flagged) or (
+                suite == "gradfree" and any(f.startswith("flat_finite_differences") for f in flagged))
+            name = r["model"] + (" **(masking?)**" if masked else "")
             what = r.get("attack") or r.get("corruption") or ""
             settings = " ".join(f"{k}={r[k]}" for k in ("source", "eps", "norm", "steps", "eot", "severity", "stddev",
                                                         "votes", "draws") if r.get(k) is not None)

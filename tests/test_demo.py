@@ -21,6 +21,8 @@ def test_demo_quick_trains_exports_and_reports(tmp_path, capsys):
     assert (tmp_path / "report.md").read_text().startswith("# glrzoo demo report")
     robust = json.loads((tmp_path / "robustness" / "report.json").read_text())
     suites = {r["suite"] for r in robust["rows"]}
-    assert suites == {"clean", "transfer", "gradfree", "corruption"}
+    assert suites == {"clean", "transfer", "gradfree", "corruption", "voting"}
+    assert {r["source"] for r in robust["rows"] if r["suite"] == "transfer"} == {"substitute"}
+    assert (tmp_path / "robustness" / "train_vs_infer_stddev.png").is_file()
     assert "blank_gradients" in (tmp_path / "robustness" / "report.md").read_text()  # the threshold net is flagged
     assert "masking flags" in out

@@ -28,6 +28,7 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     clean = {r["model"]: r for r in rows if r["suite"] == "clean"}
     assert clean["relu"]["accuracy"] > 0.8 and clean["relu"]["n"] == 120
     assert clean["step"]["blank_gradient_fraction"] == 1.0
+    assert clean["step"]["flat_probe_fraction"] > 0.5 and clean["relu"]["flat_probe_fraction"] == 0.0
     transfer = [r for r in rows if r["suite"] == "transfer"]
     assert {(r["source"], r["model"]) for r in transfer} == {("relu", "step"), ("step", "relu")}
     wb_step = [r for r in rows if r["suite"] == "whitebox" and r["model"] == "step"]

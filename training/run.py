@@ -146,8 +146,7 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
     """Noise-free test accuracy (inference mode, every noisy layer at stddev 0)."""
     from zoo.noise_context import noise_override
 
-    @tf.function
-    def predict(xb):
+    def predict(xb):  # eager: a tf.function made per call retraces every time (and warns)
         with noise_override(0.0):
             return tf.argmax(model(xb, training=False), -1, output_type=tf.int32)
 
