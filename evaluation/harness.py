@@ -141,6 +141,15 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
     unknown = set(suites) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
+    if "corruption" in suites and np.ndim(x) != 4:
+        raise ValueError(f"suite 'corruption' needs images [N, H, W, C], but the examples have shape "
+                         f"{tuple(np.shape(x)[1:])}; leave it out of --suite for this data set")
+    pixel_suites = sorted(set(suites) & {"whitebox", "transfer", "gradfree", "distortion"})
+    if pixel_suites and (np.min(x) < 0 or np.max(x) > 1):
+        raise ValueError(f"suites {', '.join(pixel_suites)} clip to [0, 1] pixels, but these inputs span "
+                         f"[{np.min(x):.3g}, {np.max(x):.3g}]; use --suite clean,voting for this data set")
+    if np.ndim(x) != 4:
+        pass_limit = 0  # PASS compares images
     out = Path(out) if out is not None else None
     ev = Evaluation(out, log)
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums

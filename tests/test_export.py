@@ -141,3 +141,17 @@ def test_failed_export_leaves_nothing(tmp_path):
     with pytest.raises(TypeError):
         export_model(m, tmp_path / "out", {"bad": object.__new__(type("X", (), {"__str__": None}))})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_value_range_of_the_data_is_what_serving_accepts(tmp_path):
+    """Stroke steps are in [-1, 1]: their export must take negative values and refuse beyond."""
+    import keras
+    keras.utils.set_random_seed(0)
+    m = zoo.create_model("test_lstm", (5, 4), 10)
+    out = export_model(m, tmp_path / "strokes", {"note": "test"}, value_range=(-1.0, 1.0))
+    sig = load_signatures(out)["serving_default"]
+    x = np.full((2, 5, 4), -0.6, np.float32)
+    np.testing.assert_allclose(sig(images=tf.constant(x))["probabilities"], tf.nn.softmax(m(x)), atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"images must be in \[-1, 1\]"):
+        sig(images=tf.constant(x - 1.0))
+    assert "in [-1, 1]" in read_metadata(out)["signatures"]["serving_default"]["inputs"]["images"]

@@ -63,7 +63,9 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert "acc " not in capsys.readouterr().out  # no row was recomputed
 
 
-def test_bad_suite_is_refused(exports, tmp_path):
+def test_bad_suite_is_refused(exports, tmp_path, capsys):
+    assert main(["evaluate", str(exports / "relu"), "--attacks", "fgsm,deepfool", "--out", str(tmp_path / "r3")]) == 2
+    assert "deepfool" in capsys.readouterr().err
     assert main(["evaluate", str(exports / "relu"), "--suite", "clean,vibes", "--out", str(tmp_path / "r")]) == 2
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
 
@@ -119,3 +121,11 @@ def test_targets_with_inference_noise_are_judged_by_their_vote(exports, tmp_path
     # heavy additive noise on every unit really is on: clean accuracy moves
     acc = lambda rows, m: next(r["accuracy"] for r in rows if r["suite"] == "clean" and r["model"] == m)  # noqa: E731
     assert abs(acc(quiet, "relu") - acc(noisy, "relu")) > 0.02
+
+
+def test_image_only_suites_refuse_sequences_up_front(tmp_path):
+    from evaluation.harness import evaluate
+    x = np.random.default_rng(0).uniform(0, 1, (10, 117, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="needs images"):
+        evaluate([str(tmp_path)], x, np.zeros(10, int), suites=("clean", "corruption"), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused before any work or output

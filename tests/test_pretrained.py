@@ -59,3 +59,16 @@ def test_cli_lists_and_shows(capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["training"]["method"]["method"] == "bang" and "files" not in shown
     assert main(["pretrained", "show"]) == 2
+
+
+def test_stroke_lstm_serves_stroke_values():
+    """Stroke steps are in [-1, 1]; the shipped LSTM's signature must take them (not only pixels)."""
+    import tensorflow as tf
+    from zoo.export import load_signatures
+    path = pretrained_root() / "mnist_strokes" / "lstm"
+    assert zoo.describe_pretrained("mnist_strokes/lstm")["dataset"]["value_range"] == [-1.0, 1.0]
+    x = np.zeros((2, 117, 4), np.float32)
+    x[:, -5:, :2] = -0.5  # leftward, upward pen moves
+    out = load_signatures(path)["serving_default"](images=tf.constant(x))
+    np.testing.assert_allclose(out["probabilities"], tf.nn.softmax(zoo.load_pretrained("mnist_strokes/lstm")(x)),
+                               atol=1e-5)

@@ -217,7 +217,8 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         "architecture": {"name": config.model, "args": _jsonable(zoo.model_arguments(config.model, **_model_overrides(config))),
                          "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                          "parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))},
-        "dataset": {"name": data.name, "source": data.source, "train_examples": len(data.x_train),
+        "dataset": {"name": data.name, "source": data.source, "value_range": list(data.value_range),
+                    "train_examples": len(data.x_train),
                     "test_examples": len(data.x_test)},
         "training": {"method": estimator.config(), "transforms": [t.config() for t in transforms],
                      "epochs": config.epochs, "batch_size": config.batch_size,
@@ -230,7 +231,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is not None and _is_chief(strategy):
-        export_model(model, out, meta, overwrite=True)
+        export_model(model, out, meta, overwrite=True, value_range=data.value_range)
     meta["model"] = model
     return meta
 

@@ -70,6 +70,8 @@ class ZooHyperModel(kt.HyperModel):
         self.data = dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
                                         x_test=data.x_train[val], y_test=data.y_train[val])
         self.objective_stddev, self.objective_votes, self.objective_eps = objective_stddev, objective_votes, objective_eps
+        # transfer attacks clip to [0, 1] pixels: only defined for image data
+        self.pixels = tuple(float(v) for v in data.value_range) == (0.0, 1.0)
         self._transfer_set = None
 
     def config(self, hp: kt.HyperParameters) -> TrainConfig:
@@ -123,6 +125,8 @@ class ZooHyperModel(kt.HyperModel):
         noisy = clean
         if noisy_layers(net):
             noisy = float(np.mean(vote_predict(net, x, self.objective_votes, self.objective_stddev).numpy() == y))
+        if not self.pixels:
+            return {"val_accuracy": clean, "val_noisy_vote": noisy}
         xt, yt = self.transfer_set()
         transfer = float(np.mean(np.argmax(net.predict(xt, verbose=0, batch_size=512), -1) == yt))
         return {"val_accuracy": clean, "val_noisy_vote": noisy, "val_transfer": transfer,
@@ -149,6 +153,9 @@ def tune(hypermodel: ZooHyperModel, objective: str = "val_robust", max_trials: i
     """Random search over ``hypermodel``; returns the tuner and the best trial's :class:`TrainConfig`."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if objective in ("val_transfer", "val_robust") and not hypermodel.pixels:
+        raise ValueError(f"objective {objective!r} needs pixel data in [0, 1] (transfer attacks); "
+                         "use val_accuracy or val_noisy_vote")
     tuner = kt.RandomSearch(hypermodel, objective=kt.Objective(objective, "max"), max_trials=max_trials, seed=seed,
                             directory=directory, project_name=hypermodel.name, overwrite=overwrite)
     tuner.search(verbose=0)

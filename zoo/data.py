@@ -48,6 +48,8 @@ class Dataset:
         x_train, x_test: float32, pixels (or stroke steps) as described in the module table.
         y_train, y_test: int32 class labels in ``[0, num_classes)``.
         name, num_classes, source: what it is and where it was read from.
+        value_range: ``(low, high)`` every input value lies in: ``(0, 1)`` for pixels,
+            ``(-1, 1)`` for stroke steps. Exports validate serving inputs against it.
     """
 
     name: str
@@ -57,6 +59,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     source: str
+    value_range: tuple = (0.0, 1.0)
 
     @property
     def input_shape(self) -> tuple:
@@ -170,7 +173,7 @@ def load_strokes(folder: str | os.PathLike, scale: float = 1.0 / 28.0) -> Datase
         seq = _read_npy_tar(folder / f"{split}-padded-leading.tar.gz").astype(np.float32)
         seq[..., :2] *= scale
         out[split] = (seq, _read_npy_tar(folder / f"{split}-labels.tar.gz").astype(np.int32))
-    return Dataset("mnist_strokes", *out["train"], *out["test"], 10, str(folder))
+    return Dataset("mnist_strokes", *out["train"], *out["test"], 10, str(folder), value_range=(-1.0, 1.0))
 
 
 def _load_tfds(name: str, download: bool) -> Dataset | None:

@@ -12,14 +12,15 @@ Signatures (``N`` is the batch, ``S`` the example shape, ``C`` the number of cla
 =================  ==========================================  ===============================================
 signature          inputs                                      outputs
 =================  ==========================================  ===============================================
-``serving_default`` ``images``: float32 ``[N, *S]`` in [0, 1]   ``probabilities``: float32 ``[N, C]`` (softmax of
+``serving_default`` ``images``: float32 ``[N, *S]`` in range  ``probabilities``: float32 ``[N, C]`` (softmax of
                                                                the noise-free logits); ``classes``: int64 ``[N]``
 ``noisy_vote``     ``images`` as above; ``stddev``: float32     ``vote_counts``: int32 ``[N, C]``;
                    scalar in [0, MAX_STDDEV]; ``votes``: int32  ``classes``: int64 ``[N]`` (majority class)
                    scalar in [1, MAX_VOTES]
 =================  ==========================================  ===============================================
 
-Inputs are validated inside the graph: pixels outside [0, 1], a negative or huge stddev, or a
+"In range" is the data set's value range: [0, 1] for pixels, [-1, 1] for stroke steps.
+Inputs are validated inside the graph: values outside that range, a negative or huge stddev, or a
 vote count outside its range give an ``InvalidArgument`` error, not a crash or a huge allocation.
 The directory is written to a temporary sibling and renamed, so a failed export leaves nothing.
 """
@@ -63,28 +64,30 @@ def file_checksums(root: Path) -> dict[str, str]:
             if p.is_file() and p.name != METADATA}
 
 
-def _validated_images(images, example_shape):
+def _validated_images(images, example_shape, value_range=(0.0, 1.0)):
+    lo, hi = (float(v) for v in value_range)
     tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant(example_shape, tf.int32),
                               message=f"images must have shape [N, {', '.join(map(str, example_shape))}]")
-    tf.debugging.assert_greater_equal(images, 0.0, message="images must be in [0, 1]")
-    tf.debugging.assert_less_equal(images, 1.0, message="images must be in [0, 1]")
+    tf.debugging.assert_greater_equal(images, lo, message=f"images must be in [{lo:g}, {hi:g}]")
+    tf.debugging.assert_less_equal(images, hi, message=f"images must be in [{lo:g}, {hi:g}]")
     return images
 
 
-def build_export_archive(model: keras.Model) -> keras.export.ExportArchive:
-    """An ExportArchive tracking ``model`` with the two documented signatures."""
+def build_export_archive(model: keras.Model, value_range=(0.0, 1.0)) -> keras.export.ExportArchive:
+    """An ExportArchive tracking ``model`` with the two documented signatures; inputs outside
+    ``value_range`` (the data set's, e.g. ``(0, 1)`` for pixels) are refused in-graph."""
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serving_default(images):
-        images = _validated_images(images, model.input_shape[1:])
+        images = _validated_images(images, model.input_shape[1:], value_range)
         with noise_override(0.0):
             logits = model(images, training=False)
         return {"probabilities": tf.nn.softmax(logits, -1), "classes": tf.argmax(logits, -1)}
 
     def noisy_vote(images, stddev, votes):
-        images = _validated_images(images, model.input_shape[1:])
+        images = _validated_images(images, model.input_shape[1:], value_range)
         tf.debugging.assert_greater_equal(stddev, 0.0, message="stddev must be >= 0")
         tf.debugging.assert_less_equal(stddev, MAX_STDDEV, message=f"stddev must be <= {MAX_STDDEV}")
         tf.debugging.assert_greater_equal(votes, 1, message="votes must be >= 1")
@@ -98,10 +101,12 @@ def build_export_archive(model: keras.Model) -> keras.export.ExportArchive:
     return archive
 
 
-def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict, overwrite: bool = False) -> Path:
+def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict, overwrite: bool = False,
+                 value_range=(0.0, 1.0)) -> Path:
     """Write ``model`` and ``metadata`` to ``out_dir`` atomically (temporary sibling, then rename).
 
     ``metadata`` is stored with ``files`` (sha256 of every file) and ``signatures`` added.
+    ``value_range``: the interval serving inputs must lie in (the data set's), checked in-graph.
     Returns the final directory.
     """
     out = Path(out_dir)
@@ -111,10 +116,11 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save(tmp / KERAS_FILE)
-        build_export_archive(model).write_out(str(tmp / SAVEDMODEL_VERSION), verbose=False)
+        build_export_archive(model, value_range).write_out(str(tmp / SAVEDMODEL_VERSION), verbose=False)
         meta = dict(metadata)
         meta["signatures"] = {
-            "serving_default": {"inputs": {"images": f"float32 [N, {', '.join(map(str, model.input_shape[1:]))}]"},
+            "serving_default": {"inputs": {"images": f"float32 [N, {', '.join(map(str, model.input_shape[1:]))}] "
+                                                     f"in [{value_range[0]:g}, {value_range[1]:g}]"},
                                 "outputs": {"probabilities": "float32 [N, C]", "classes": "int64 [N]"}},
             "noisy_vote": {"inputs": {"images": "as serving_default", "stddev": f"float32 [] in [0, {MAX_STDDEV}]",
                                       "votes": f"int32 [] in [1, {MAX_VOTES}]"},
