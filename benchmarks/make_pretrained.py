@@ -13,7 +13,6 @@ saved_models/mnist``; this script only evaluates them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import time
@@ -24,7 +23,8 @@ from common import REPO, data_dir, peak_rss_mib
 from evaluation.harness import evaluate
 from zoo.cli import main as glrzoo
 from zoo.data import load_dataset
-from zoo.pretrained import README_HEAD, readme_table
+from zoo.export import read_metadata, update_metadata
+from zoo.pretrained import write_readme
 
 ROOT = REPO / "saved_models"
 SMALL_CNN = '{"filters": [16, 16, 32, 32], "dense": 64}'
@@ -78,8 +78,7 @@ def headline(rows: list[dict], name: str) -> dict:
 
 def evaluate_one(name: str, n: int, work: Path) -> None:
     path = ROOT / name
-    meta_path = path / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    meta = read_metadata(path)
     dataset = meta["dataset"]["name"]
     data = load_dataset(dataset, data_dir())
     x, y = data.x_test[:n], data.y_test[:n]
@@ -90,16 +89,14 @@ def evaluate_one(name: str, n: int, work: Path) -> None:
                       out=report, eps_list=(0.13, 0.3) if dataset != "digits" else (0.1, 0.3), steps=20,
                       stddevs=(0.0, 0.5, 1.0), votes_list=(1, 20), vote_repeats=2, log=lambda _: None)
     name_in_rows = path.name
-    meta["evaluation"] = {"n": len(y), "dataset": dataset, "suites": list(suites),
-                          "command": "python benchmarks/make_pretrained.py --only " + name,
-                          "transfer_source": "substitute_mlp (backprop, ReLU 784-100-50-10), FGSM/PGD L-inf",
-                          "voting": "noise of the model's kind (additive or multiplicative) at stddev s",
-                          "headline": headline(result["rows"], name_in_rows),
-                          "masking_flags": result["flags"].get(name_in_rows, [])}
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, meta_path)
-    print(f"{name}: {meta['evaluation']['headline']}", flush=True)
+    summary = {"n": len(y), "dataset": dataset, "suites": list(suites),
+               "command": "python benchmarks/make_pretrained.py --only " + name,
+               "transfer_source": "substitute_mlp (backprop, ReLU 784-100-50-10), FGSM/PGD L-inf",
+               "voting": "noise of the model's kind (additive or multiplicative) at stddev s",
+               "headline": headline(result["rows"], name_in_rows),
+               "masking_flags": result["flags"].get(name_in_rows, [])}
+    update_metadata(path, evaluation=summary)
+    print(f"{name}: {summary['headline']}", flush=True)
 
 
 def main() -> None:
@@ -126,11 +123,7 @@ def main() -> None:
                 os.chdir(cwd)
         evaluate_one(name, args.n, work)
         print(f"  {time.time() - t:.0f} s", flush=True)
-    readme = ROOT / "README.md"
-    text = README_HEAD + readme_table(ROOT) + "\n"
-    readme.with_suffix(".md.tmp").write_text(text)
-    os.replace(readme.with_suffix(".md.tmp"), readme)
-    print(f"wrote {readme}; peak RSS {peak_rss_mib():.0f} MiB")
+    print(f"wrote {write_readme(ROOT)}; peak RSS {peak_rss_mib():.0f} MiB")
 
 
 

@@ -116,9 +116,7 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
         return spsa_linf(fn, x, y, eps, steps, spsa_samples, spsa_delta, spsa_lr, seed)
     if name == "cw_l2":
         from evaluation.minimal_attacks import carlini_wagner_l2
-        adv = tf.constant(carlini_wagner_l2(fn, x.numpy(), y.numpy(), steps=max(steps, 10) * 5))
-        size = tf.norm(tf.reshape(adv - x, [len(x), -1]), axis=1)  # eps caps the L2 of what is kept
-        return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
+        return _keep_within(x, carlini_wagner_l2(fn, x.numpy(), y.numpy(), steps=max(steps, 10) * 5), eps, 2)
     if name == "lbfgs":
         from evaluation.minimal_attacks import lbfgs
         # steps sets the L-BFGS iterations per binary-search round (5 per step: 100 at the default 20)
@@ -126,9 +124,7 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
                                  max_iter=5 * steps))
     if name == "hotcold":
         from evaluation.minimal_attacks import hot_cold
-        adv = tf.constant(hot_cold(fn, x.numpy(), y.numpy()))
-        size = tf.reduce_max(tf.abs(tf.reshape(adv - x, [len(x), -1])), axis=1)
-        return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
+        return _keep_within(x, hot_cold(fn, x.numpy(), y.numpy()), eps, np.inf)
     if name == "lr_pgd":
         from evaluation.surrogate import lr_pgd
         return lr_pgd(fn, x, y, eps, steps, step_size, seed=seed)
@@ -145,11 +141,29 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
     return best
 
 
+def _keep_within(x: tf.Tensor, adv, eps: float, order) -> tf.Tensor:
+    """``adv`` where its change from ``x`` is at most ``eps`` in the ``order`` norm, else ``x``
+    (a minimal attack's result capped to a threat model)."""
+    adv = tf.convert_to_tensor(adv, tf.float32)
+    size = tf.norm(tf.reshape(adv - x, [len(x), -1]), ord=order, axis=1)
+    return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
+
+
 def _margin(logits, y):
     """``logit_y - max_{k != y} logit_k``: negative once misclassified (SPSA minimizes it)."""
     true = tf.gather(logits, y, batch_dims=1)
     other = tf.reduce_max(logits - 1e9 * tf.one_hot(y, tf.shape(logits)[-1]), -1)
     return true - other
+
+
+def _probe_differences(fn, x, y, dirs, delta) -> tf.Tensor:
+    """``m(x + delta v) - m(x - delta v)`` of the margin ``m`` for each direction ``v`` in ``dirs``
+    (``[N, S, ...]``); all ``2 S N`` queries in one call to ``fn``. Returns ``[N, S]``."""
+    n, samples, shape = x.shape[0], dirs.shape[1], x.shape[1:]
+    probe = tf.concat([x[:, None] + delta * dirs, x[:, None] - delta * dirs], axis=1)
+    margins = _margin(fn(tf.reshape(probe, [-1, *shape])), tf.repeat(y, 2 * samples))
+    margins = tf.reshape(margins, [n, 2 * samples])
+    return margins[:, :samples] - margins[:, samples:]
 
 
 def spsa_linf(fn, x, y, eps, steps=20, samples=64, delta=0.01, lr=0.01, seed=0) -> tf.Tensor:
@@ -168,15 +182,11 @@ def spsa_linf(fn, x, y, eps, steps=20, samples=64, delta=0.01, lr=0.01, seed=0) 
     m = tf.zeros_like(x)
     v2 = tf.zeros_like(x)
     b1, b2 = 0.9, 0.999
-    y_rep = tf.repeat(y, 2 * samples)
 
     @tf.function
     def step(pert, m, v2, t, dirs):
         adv = tf.clip_by_value(x + pert, 0.0, 1.0)
-        probe = tf.concat([adv[:, None] + delta * dirs, adv[:, None] - delta * dirs], axis=1)
-        margins = _margin(fn(tf.reshape(probe, [-1, *shape])), y_rep)
-        margins = tf.reshape(margins, [n, 2 * samples])
-        diff = (margins[:, :samples] - margins[:, samples:]) / (2 * delta)
+        diff = _probe_differences(fn, adv, y, dirs, delta) / (2 * delta)
         grad = tf.reduce_mean(tf.reshape(diff, [n, samples] + [1] * len(shape)) * dirs, axis=1)
         m = b1 * m + (1 - b1) * grad
         v2 = b2 * v2 + (1 - b2) * grad * grad
@@ -211,7 +221,5 @@ def flat_probe_fraction(fn, x, y, delta: float = 0.01, probes: int = 8, seed: in
     y = tf.convert_to_tensor(y, tf.int64)
     n, shape = x.shape[0], x.shape[1:]
     dirs = tf.sign(tf.random.stateless_uniform([n, probes, *shape], [seed, 11], -1.0, 1.0))
-    probe = tf.concat([x[:, None] + delta * dirs, x[:, None] - delta * dirs], axis=1)
-    margins = tf.reshape(_margin(fn(tf.reshape(probe, [-1, *shape])), tf.repeat(y, 2 * probes)), [n, 2 * probes])
-    flat = tf.equal(margins[:, :probes], margins[:, probes:])
+    flat = tf.equal(_probe_differences(fn, x, y, dirs, delta), 0.0)
     return float(tf.reduce_mean(tf.cast(flat, tf.float32)))

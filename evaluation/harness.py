@@ -84,6 +84,16 @@ def _predict(model, x, votes: int = 1, batch: int = 1000) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros([0], np.int64)
 
 
+def _attack_correct(name, fn, x, y, pred_clean, eps, **kwargs) -> np.ndarray:
+    """``x`` with only the points ``pred_clean`` gets right attacked; the others are already wrong,
+    so attacking them is wasted work (AutoAttack's saving)."""
+    idx = np.flatnonzero(pred_clean == y)
+    adv = x.copy()
+    if len(idx):
+        adv[idx] = attack(name, fn, x[idx], y[idx], eps, **kwargs).numpy()
+    return adv
+
+
 def _attack_row(name, suite, attack_name, x, y, adv, pred_adv, settings, source=None, pred_clean=None,
                 pass_limit: int = 0):
     """Accuracy on ``adv``; success rate = share of the points classified correctly on clean input
@@ -203,10 +213,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 key = f"{name}|whitebox|{att}"
                 if ev.done(key):
                     continue
-                idx = np.flatnonzero(pred_clean == y)  # minimal attacks only start from correct points
-                adv = x.copy()
-                if len(idx):
-                    adv[idx] = attack(att, fn, x[idx], y[idx], np.inf, steps=steps, seed=seed).numpy()
+                adv = _attack_correct(att, fn, x, y, pred_clean, np.inf, steps=steps, seed=seed)
                 ev.counters["attack_runs"] += 1
                 ev.add({"key": key, **_attack_row(name, "whitebox", att, x, y, adv, predict(model, adv),
                                                   {"eps": None, "norm": "2" if att == "cw_l2" else "inf",
@@ -246,10 +253,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
                 if ev.done(key):
                     continue
                 pred = clean_pred(name, model)
-                idx = np.flatnonzero(pred == y)  # attack only the points still correct
-                adv = x.copy()
-                if len(idx):
-                    adv[idx] = attack("spsa", logits_fn(model), x[idx], y[idx], eps, steps=steps, seed=seed).numpy()
+                adv = _attack_correct("spsa", logits_fn(model), x, y, pred, eps, steps=steps, seed=seed)
                 ev.counters["attack_runs"] += 1
                 ev.add({"key": key, **_attack_row(name, "gradfree", "spsa", x, y, adv, predict(model, adv),
                                                   {"eps": eps, "norm": "inf", "steps": steps}, pred_clean=pred)})

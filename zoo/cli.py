@@ -320,6 +320,7 @@ def cmd_tune(args, argv) -> int:
     from training.run import TrainConfig, train
     from training.tuning import METHODS, OBJECTIVES, ZooHyperModel, tune
     from zoo.data import load_dataset
+    from zoo.export import update_metadata
 
     if args.method not in METHODS:
         raise UsageError(f"--method {args.method!r} cannot be tuned; choose one of {', '.join(METHODS)}")
@@ -339,15 +340,9 @@ def cmd_tune(args, argv) -> int:
     trial = tuner.oracle.get_best_trials(1)[0]
     print(f"best trial {trial.trial_id}: {args.objective} {trial.score:.4f} with {trial.hyperparameters.values}")
     meta = train(dataclasses.replace(best, out=str(out), overwrite=True), data=data, argv=list(argv))
-    meta.pop("model")
-    meta["tuning"] = {"objective": args.objective, "score": trial.score, "trials": len(tuner.oracle.trials),
-                      "best_hyperparameters": trial.hyperparameters.values, "search_dir": str(out) + ".tuning"}
-    path = out / "metadata.json"
-    tmp = path.with_suffix(".json.tmp")
-    on_disk = json.loads(path.read_text())
-    on_disk["tuning"] = meta["tuning"]
-    tmp.write_text(json.dumps(on_disk, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    update_metadata(out, tuning={"objective": args.objective, "score": trial.score, "trials": len(tuner.oracle.trials),
+                                 "best_hyperparameters": trial.hyperparameters.values,
+                                 "search_dir": str(out) + ".tuning"})
     print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {out}")
     return 0
 
@@ -365,13 +360,7 @@ def cmd_pretrained(args) -> int:
                   f"clean {100 * meta['metrics']['test_accuracy']:.2f}%")
         return 0
     if args.action == "readme":
-        from pathlib import Path
-        root = Path(args.root) if args.root else pretrained.pretrained_root()
-        text = pretrained.README_HEAD + pretrained.readme_table(root) + "\n"
-        tmp = root / "README.md.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, root / "README.md")
-        print(f"wrote {root / 'README.md'}")
+        print(f"wrote {pretrained.write_readme(args.root)}")
         return 0
     if not args.name:
         raise UsageError(f"'glrzoo pretrained {args.action}' needs a NAME; 'glrzoo pretrained list' shows them")
@@ -412,24 +401,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse already printed one usage line and the error
         return int(e.code or 0)
     try:
-        if args.command == "train":
-            return cmd_train(args, argv)
-        if args.command == "sweep":
-            return cmd_sweep(args, argv)
-        if args.command == "evaluate":
-            return cmd_evaluate(args)
-        if args.command == "models":
-            return cmd_models(args)
-        if args.command == "datasets":
-            return cmd_datasets(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "tune":
-            return cmd_tune(args, argv)
-        if args.command == "pretrained":
-            return cmd_pretrained(args)
-        if args.command == "serve-config":
-            return cmd_serve_config(args)
+        commands = {"train": lambda: cmd_train(args, argv), "sweep": lambda: cmd_sweep(args, argv),
+                    "evaluate": lambda: cmd_evaluate(args), "models": lambda: cmd_models(args),
+                    "datasets": lambda: cmd_datasets(args), "demo": lambda: cmd_demo(args),
+                    "tune": lambda: cmd_tune(args, argv), "pretrained": lambda: cmd_pretrained(args),
+                    "serve-config": lambda: cmd_serve_config(args)}
+        if args.command in commands:
+            return commands[args.command]()
     except (UsageError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"glrzoo: error: {e}", file=sys.stderr)
         return 2

@@ -144,6 +144,20 @@ def read_metadata(export_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+def update_metadata(export_dir: str | os.PathLike, **fields) -> dict:
+    """Add or replace top-level ``fields`` of an export's ``metadata.json`` (atomic rename).
+
+    For facts learned after the export (a tuning record, an evaluation summary); the recorded
+    checksums cover the other files, so they stay valid. Returns the new metadata.
+    """
+    path = Path(export_dir) / METADATA
+    meta = {**read_metadata(export_dir), **fields}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return meta
+
+
 def verify_export(export_dir: str | os.PathLike) -> dict:
     """Check every file's sha256 against ``metadata.json``; returns the metadata or raises :class:`ExportError`."""
     root = Path(export_dir)

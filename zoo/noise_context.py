@@ -32,6 +32,22 @@ def _stack(name: str) -> list:
     return getattr(_STATE, name)
 
 
+@contextlib.contextmanager
+def _pushed(name: str, item: Any) -> Iterator[Any]:
+    """Push ``item`` on this thread's stack ``name`` for the block; yields ``item``."""
+    stack = _stack(name)
+    stack.append(item)
+    try:
+        yield item
+    finally:
+        stack.pop()
+
+
+def _top(name: str) -> Any | None:
+    stack = _stack(name)
+    return stack[-1] if stack else None
+
+
 # --------------------------------------------------------------------------- override
 @contextlib.contextmanager
 def noise_override(stddev: Any) -> Iterator[None]:
@@ -42,17 +58,12 @@ def noise_override(stddev: Any) -> Iterator[None]:
             standard deviation in the units of the pre-activation; for multiplicative noise
             it is the relative stddev (``sigma = 1`` is 0 dB SNR).
     """
-    stack = _stack("override")
-    stack.append(stddev)
-    try:
+    with _pushed("override", stddev):
         yield
-    finally:
-        stack.pop()
 
 
 def current_override() -> Any | None:
-    stack = _stack("override")
-    return stack[-1] if stack else None
+    return _top("override")
 
 
 # --------------------------------------------------------------------------- GLR recording
@@ -181,18 +192,12 @@ def record_noise(**kwargs) -> Iterator[NoiseRecorder]:
         ...     logits = model(x, training=True)       # [N * 10, classes]
         >>> [r.layer.name for r in rec.records]
     """
-    rec = NoiseRecorder(**kwargs)
-    stack = _stack("recorder")
-    stack.append(rec)
-    try:
+    with _pushed("recorder", NoiseRecorder(**kwargs)) as rec:
         yield rec
-    finally:
-        stack.pop()
 
 
 def current_recorder() -> NoiseRecorder | None:
-    stack = _stack("recorder")
-    return stack[-1] if stack else None
+    return _top("recorder")
 
 
 def replica_slice(draw, rows) -> tf.Tensor:
@@ -235,15 +240,9 @@ def record_outputs() -> Iterator[list]:
 
     Per-layer rescaling estimators (BANG) differentiate the loss with respect to these tensors.
     """
-    records: list[OutputRecord] = []
-    stack = _stack("outputs")
-    stack.append(records)
-    try:
+    with _pushed("outputs", []) as records:
         yield records
-    finally:
-        stack.pop()
 
 
 def current_output_recorder() -> list | None:
-    stack = _stack("outputs")
-    return stack[-1] if stack else None
+    return _top("outputs")

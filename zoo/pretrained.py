@@ -100,6 +100,16 @@ def summary_row(name: str, meta: dict, size_bytes: int) -> dict:
             "clean": meta["metrics"]["test_accuracy"], "evaluation": ev, "size_mb": size_bytes / 2**20}
 
 
+def write_readme(root: str | os.PathLike | None = None) -> Path:
+    """Regenerate ``<root>/README.md`` (:data:`README_HEAD` + :func:`readme_table`) atomically."""
+    root = Path(root) if root is not None else pretrained_root()
+    path = root / "README.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(README_HEAD + readme_table(root) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def readme_table(root: str | os.PathLike | None = None) -> str:
     """Markdown table of every pretrained model, generated from the metadata files."""
     root = Path(root) if root is not None else pretrained_root()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo.memory import rows_per_chunk
@@ -57,8 +58,7 @@ def smoothed_predict(counts, alpha: float = 0.05):
     The probability of returning a class other than the smoothed classifier's is at most ``alpha``.
     Returns an int array ``[N]``.
     """
-    import numpy as np
-    from scipy import stats
+    from scipy import stats  # lazy: keeps scipy out of the serving/export import path
 
     counts = np.asarray(counts)
     top2 = np.sort(counts, axis=-1)[:, -2:]
