@@ -9,8 +9,11 @@ from scipy import stats
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``correct / n``.
 
-    Better than the normal approximation near 0 and 1 (robust accuracies often are).
-    Returns ``(lower, upper)``; ``(0, 1)`` when ``n == 0``.
+    Wilson (1927), "Probable inference, the law of succession, and statistical inference",
+    JASA 22(158). Better than the normal approximation near 0 and 1 (robust accuracies often are).
+    Returns ``(lower, upper)``; ``(0, 1)`` when ``n == 0``. The interval always contains ``p``:
+    at ``p = 0`` or ``p = 1`` the closed-form bound equals ``p`` exactly in real arithmetic, and
+    is pinned there so floating-point rounding (e.g. 0.9999999999999999) cannot exclude it.
     """
     if n == 0:
         return 0.0, 1.0
@@ -19,7 +22,9 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lower = 0.0 if correct == 0 else max(0.0, min(p, centre - half))
+    upper = 1.0 if correct == n else min(1.0, max(p, centre + half))
+    return lower, upper
 
 
 def accuracy_row(correct: int, n: int) -> dict:
