@@ -26,6 +26,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from zoo.errors import UserInputError
+
 
 @keras.saving.register_keras_serializable(package="glrzoo")
 def threshold(v):
@@ -89,22 +91,22 @@ def get(spec: str | None) -> Callable:
     if spec is None:
         return _SIMPLE["linear"]
     if not isinstance(spec, str):
-        raise ValueError(f"activation must be a spec string such as 'relu' or 'sigmoid:4', got {spec!r}")
+        raise UserInputError(f"activation must be a spec string such as 'relu' or 'sigmoid:4', got {spec!r}")
     name, _, arg = spec.partition(":")
     if arg:
         if name not in _PARAMETRIC:
-            raise ValueError(f"activation {name!r} takes no parameter; choose one of {', '.join(NAMES)}")
+            raise UserInputError(f"activation {name!r} takes no parameter; choose one of {', '.join(NAMES)}")
         try:
             value = float(arg) if name in ("sigmoid", "tanh") else int(arg)
         except ValueError:
-            raise ValueError(f"bad parameter in activation {spec!r}; e.g. 'sigmoid:4' or 'staircase:8'") from None
+            raise UserInputError(f"bad parameter in activation {spec!r}; e.g. 'sigmoid:4' or 'staircase:8'") from None
         if value <= 0:
-            raise ValueError(f"activation parameter must be positive in {spec!r}")
+            raise UserInputError(f"activation parameter must be positive in {spec!r}")
         return _PARAMETRIC[name](value)
     if name == "staircase":
         return staircase(4)
     if name not in _SIMPLE:
-        raise ValueError(f"unknown activation {spec!r}; choose one of {', '.join(NAMES)}")
+        raise UserInputError(f"unknown activation {spec!r}; choose one of {', '.join(NAMES)}")
     return _SIMPLE[name]
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.errors import UserInputError
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "mnist_strokes", "cifar10")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 _SUBDIRS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "mnist_strokes": "mnist-stroke-sequences"}
@@ -36,7 +38,7 @@ _IDX = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserInputError, FileNotFoundError):
     """A data set is not available locally; the message says where we looked and how to fix it."""
 
 
@@ -79,7 +81,7 @@ def default_data_dir() -> Path | None:
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Dataset:
     """Load data set ``name`` (see the module table). Raises :class:`DataNotFoundError` if absent."""
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} ('glrzoo datasets' lists them)")
+        raise UserInputError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} ('glrzoo datasets' lists them)")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     if download is None:
         download = os.environ.get("GLRZOO_ALLOW_DOWNLOAD", "") == "1"
@@ -138,7 +140,7 @@ def _read_idx(path: Path) -> np.ndarray:
     magic = int.from_bytes(raw[:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
+        raise UserInputError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from zoo.errors import OutputExistsError, UserInputError
 from zoo.noise_context import noise_override
 from zoo.voting import vote_counts
 
@@ -46,7 +47,7 @@ METADATA = "metadata.json"
 KERAS_FILE = "model.keras"
 
 
-class ExportError(ValueError):
+class ExportError(UserInputError):
     """A directory is not a glrzoo export, or its files do not match their recorded checksums."""
 
 
@@ -111,7 +112,7 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another --out or remove it")
+        raise OutputExistsError(f"{out} already exists; choose another --out or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -140,7 +141,8 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
 def read_metadata(export_dir: str | os.PathLike) -> dict:
     path = Path(export_dir) / METADATA
     if not path.is_file():
-        raise ExportError(f"{export_dir} is not a glrzoo export (no {METADATA}); pass a directory written by 'glrzoo train --out'")
+        raise ExportError(f"{export_dir} is not a glrzoo export (no {METADATA}); "
+                          "pass a directory written by 'glrzoo train --out'")
     return json.loads(path.read_text())
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keras
 
+from zoo.errors import UserInputError
 from zoo.noisy_base import NoisyLayer
 
 
@@ -21,7 +22,7 @@ def set_noise(model: keras.Model, *, train_stddev: float | None = None,
     """
     for label, value in (("train_stddev", train_stddev), ("infer_stddev", infer_stddev)):
         if value is not None and not value >= 0:
-            raise ValueError(f"{label} must be >= 0, got {value}")
+            raise UserInputError(f"{label} must be >= 0, got {value}")
     for layer in noisy_layers(model):
         if train_stddev is not None:
             layer.train_stddev.assign(float(train_stddev))

@@ -8,6 +8,8 @@ from typing import Callable
 
 import keras
 
+from zoo.errors import UserInputError
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
@@ -45,7 +47,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; run 'glrzoo models' to list them (e.g. {', '.join(list_models()[:4])})")
+        raise UserInputError(f"unknown model {name!r}; run 'glrzoo models' to list them (e.g. {', '.join(list_models()[:4])})")
     return _REGISTRY[name]
 
 
@@ -58,7 +60,7 @@ def model_arguments(name: str, **overrides) -> dict:
     args.update(entry.defaults)
     unknown = set(overrides) - set(args)
     if unknown:
-        raise ValueError(f"model {name!r} takes no argument(s) {sorted(unknown)}; it takes {sorted(args)}")
+        raise UserInputError(f"model {name!r} takes no argument(s) {sorted(unknown)}; it takes {sorted(args)}")
     args.update(overrides)
     return args
 
@@ -79,3 +81,21 @@ def create_model(name: str, input_shape, num_classes: int, **overrides) -> keras
 
 def _ensure_loaded() -> None:
     import zoo.models  # noqa: F401  (registers the families)
+
+
+_IMPORTED: set[str] = set()
+
+
+def import_submodules(package: str) -> None:
+    """Import every module of ``package`` once (names starting with ``_`` excepted), so that each
+    registers what it defines with its decorators: a new estimator, attack, corruption or suite is
+    one new file, imported by no one. Used by the registries of ``training`` and ``evaluation``."""
+    if package in _IMPORTED:
+        return
+    _IMPORTED.add(package)
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.errors import UserInputError
 from zoo.export import METADATA, SAVEDMODEL_VERSION
 
 POLICIES = ("latest", "all", "specific")
@@ -50,13 +51,13 @@ def models_config(exports: list[Path], base: str | None = None, policy: str = "l
         policy: ``latest`` (serve the newest version), ``all``, or ``specific`` (``versions``).
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown version policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        raise UserInputError(f"unknown version policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if not exports:
-        raise ValueError("no exports found (directories with metadata.json and 1/saved_model.pb)")
+        raise UserInputError("no exports found (directories with metadata.json and 1/saved_model.pb)")
     names = [p.name for p in exports]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"model names must be unique for TF Serving; duplicated: {', '.join(dup)}")
+        raise UserInputError(f"model names must be unique for TF Serving; duplicated: {', '.join(dup)}")
     common = Path(os.path.commonpath([str(p.resolve()) for p in exports])) if len(exports) > 1 else exports[0].resolve().parent
     body = {"latest": "latest { num_versions: 1 }", "all": "all {}",
             "specific": "specific { " + " ".join(f"versions: {int(v)}" for v in versions) + " }"}[policy]
@@ -91,12 +92,12 @@ def rest_request(images, signature: str = "serving_default", stddev: float | Non
         return {"signature_name": signature, "inputs": {"images": images}}
     if signature == "noisy_vote":
         if stddev is None or votes is None:
-            raise ValueError("noisy_vote needs stddev and votes")
+            raise UserInputError("noisy_vote needs stddev and votes")
         if fmt == "row":
-            raise ValueError("noisy_vote has scalar inputs (stddev, votes), which the row format cannot carry; "
+            raise UserInputError("noisy_vote has scalar inputs (stddev, votes), which the row format cannot carry; "
                              "use fmt='column'")
         return {"signature_name": signature, "inputs": {"images": images, "stddev": float(stddev), "votes": int(votes)}}
-    raise ValueError(f"unknown signature {signature!r}; choose serving_default or noisy_vote")
+    raise UserInputError(f"unknown signature {signature!r}; choose serving_default or noisy_vote")
 
 
 def grpc_request(model: str, images, signature: str = "serving_default", stddev: float | None = None,
@@ -113,7 +114,7 @@ def grpc_request(model: str, images, signature: str = "serving_default", stddev:
     req.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(images, np.float32)))
     if signature == "noisy_vote":
         if stddev is None or votes is None:
-            raise ValueError("noisy_vote needs stddev and votes")
+            raise UserInputError("noisy_vote needs stddev and votes")
         req.inputs["stddev"].CopyFrom(tf.make_tensor_proto(np.float32(stddev)))
         req.inputs["votes"].CopyFrom(tf.make_tensor_proto(np.int32(votes)))
     return req

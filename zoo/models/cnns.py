@@ -11,7 +11,7 @@ from zoo.registry import register_model
 
 def lenet(input_shape, num_classes, *, filters=(20, 50), dense=500, dropout=0.5, activation="relu",
           padding="auto", noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="lenet") -> keras.Model:
-    """Caffe LeNet with one Dropout, as used by BANG (PAPERS.md section 3).
+    """Caffe LeNet with one Dropout, as used by BANG (Rozsa, Günther and Boult 2016, section 4).
 
     conv5x5(filters[0]) -> maxpool2 -> conv5x5(filters[1]) -> maxpool2 -> dense(dense, relu)
     -> Dropout(dropout) -> dense(num_classes). Input ``[H, W, C]``, output logits.
@@ -35,7 +35,7 @@ def lenet(input_shape, num_classes, *, filters=(20, 50), dense=500, dropout=0.5,
 
 def cnn6(input_shape, num_classes, *, filters=(32, 32, 64, 64), dense=200, activation="relu",
          noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="cnn6") -> keras.Model:
-    """The noisy-inference paper's 6-layer CNN (PAPERS.md section 2).
+    """The noisy-inference paper's 6-layer CNN (Qin and Vucinic 2018, Table 1).
 
     Conv-BN, Noise-ReLU, Conv-BN, Noise-ReLU, MaxPool, Conv-BN, Noise-ReLU, Conv-BN, Noise-ReLU,
     MaxPool, FC-BN, Noise-ReLU, FC-Noise. Widths were lost from the paper; the defaults (32, 32,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keras
 
+from zoo.errors import UserInputError
 from zoo.models.common import Counter, NoiseArgs
 from zoo.noisy_conv2d import NoisyConv2D
 from zoo.noisy_dense import NoisyDense
@@ -37,10 +38,10 @@ def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filt
     growth 12 (the default) has about 1M parameters. Input ``[H, W, C]``, output logits.
 
     Reference: Huang et al., "Densely Connected Convolutional Networks" (CVPR 2017);
-    PAPERS.md section 2.
+    the noisy-inference setting of Qin and Vucinic 2018, section 3 (DenseNet-40, growth 12, on CIFAR-10).
     """
     if (depth - 4) % 3 or depth < 7:
-        raise ValueError(f"DenseNet depth must be 3k + 4 with k >= 1 (e.g. 40, 100), got {depth}")
+        raise UserInputError(f"DenseNet depth must be 3k + 4 with k >= 1 (e.g. 40, 100), got {depth}")
     per_block = (depth - 4) // 3
     na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
     counter = Counter()

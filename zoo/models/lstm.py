@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keras
 
+from zoo.errors import UserInputError
 from zoo.models.common import NoiseArgs
 from zoo.noisy_dense import NoisyDense
 from zoo.noisy_lstm import NoisyLSTM
@@ -18,7 +19,8 @@ def lstm(input_shape, num_classes, *, units=128, noise="additive", train_stddev=
             ``(H, W, C)``, read as ``H`` steps of ``W * C`` features.
         units: hidden width (lost from the paper; 128 by default).
 
-    Reference: the noisy-inference paper's LSTM on MNIST pen-stroke sequences (PAPERS.md section 2).
+    Reference: the LSTM on MNIST pen-stroke sequences of Qin and Vucinic 2018,
+    "Noisy Computations during Inference: Harmful or Helpful?", section 3.
     """
     na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
     inputs = keras.Input(shape=input_shape, name="images" if len(input_shape) == 3 else "sequences")
@@ -26,7 +28,7 @@ def lstm(input_shape, num_classes, *, units=128, noise="additive", train_stddev=
     if len(input_shape) == 3:
         x = keras.layers.Reshape((input_shape[0], input_shape[1] * input_shape[2]), name="rows_as_steps")(x)
     elif len(input_shape) != 2:
-        raise ValueError(f"lstm needs a (T, D) sequence or (H, W, C) image input shape, got {input_shape}")
+        raise UserInputError(f"lstm needs a (T, D) sequence or (H, W, C) image input shape, got {input_shape}")
     x = NoisyLSTM(units, name="lstm", **na.layer(0))(x)
     outputs = NoisyDense(num_classes, name="logits", **na.layer(1))(x)
     return keras.Model(inputs, outputs, name=name)

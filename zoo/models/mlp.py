@@ -19,7 +19,8 @@ def _mlp(input_shape, num_classes, *, hidden=(50,), activation="sigmoid", output
         activation: hidden activation spec (``"sigmoid"``, ``"threshold"``, ``"relu"``, ...).
         noise, train_stddev, infer_stddev, seed: see :class:`zoo.noisy_base.NoisyLayer`.
 
-    Reference: Li et al., GLR training (PAPERS.md sections 1 and 5).
+    Reference: Xiao, Peng, Hong, Ke and Yang 2020, "Training Artificial Neural Networks
+    by Generalized Likelihood Ratio Method", section 3 (784-50-10, the authors' repository GLR_ADV).
     """
     na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
     inputs = keras.Input(shape=input_shape, name="images")
