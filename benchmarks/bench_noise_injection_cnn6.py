@@ -1,5 +1,5 @@
 """Noise-injected ``cnn6`` on MNIST (multiplicative noise): accuracy under inference noise, no voting
-and with votes, for models trained with train stddev 0 and 1.0 (PAPERS.md section 2; the paper's 0 dB
+and with votes, for models trained with train stddev 0 and 1.0 (Qin and Vucinic 2018, section 3; the paper's 0 dB
 results are 21.1% plain, 77.7% noise-trained, 99.5% noise-trained with 20 votes).
 
     python benchmarks/bench_noise_injection_cnn6.py [--epochs 2] [--train-stddevs 0 1.0] [--test-limit 2000]

@@ -21,7 +21,7 @@ from pathlib import Path
 from common import REPO, data_dir, peak_rss_mib
 
 from evaluation.harness import evaluate
-from zoo.cli import main as glrzoo
+from glrzoo.cli import main as glrzoo
 from zoo.data import load_dataset
 from zoo.export import read_metadata, update_metadata
 from zoo.pretrained import write_readme

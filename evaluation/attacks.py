@@ -23,19 +23,101 @@ cleverhans 4.0.0's ``carlini_wagner_l2`` is broken on Keras 3 in three ways (see
 cleverhans 4.0.0's ``spsa`` passes ``lr=`` to a Keras 3 optimizer and takes one example at a
 time, so it is reimplemented here (same estimator and margin loss, whole batches at once).
 
+Attacks are registered by name (:func:`register_attack`, :func:`list_attacks`,
+:func:`get_attack`), each with its kind (eps ``ball`` or ``minimal``) and what steers it (the
+model's gradient, a ``surrogate`` for step nets, or ``none``); the CLI's choices, the harness's
+suites and the masking checks read those attributes.
+
 Stochastic models (noise on at inference) are attacked through :func:`logits_fn` with ``eot``
 draws: the attacked function is the mean of the logits over ``eot`` noisy passes
 (expectation over transformation), so the gradient is not a single random draw's.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import fnmatch
+import inspect
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-ATTACKS = ("fgsm", "bim", "pgd", "mim", "cw_l2", "spsa", "lbfgs", "hotcold", "lr_pgd")
-MINIMAL = ("cw_l2", "hotcold")  # minimal-perturbation attacks: sized by their result, not an eps ball
+from zoo.errors import UserInputError
+from zoo.registry import import_submodules
+
+
+class AttackSettings(NamedTuple):
+    """The knobs every registered attack receives (most use a few)."""
+
+    eps: float
+    order: float  # np.inf or 2
+    steps: int
+    step_size: float
+    restarts: int
+    seed: int
+    spsa_samples: int
+    spsa_delta: float
+    spsa_lr: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackEntry:
+    """A registered attack.
+
+    Attributes:
+        run: ``run(fn, x, y, settings) -> adversarial x`` (tensors; ``fn``: ``x -> logits``).
+        kind: ``"ball"`` (stays inside the eps ball) or ``"minimal"`` (smallest change that flips
+            the class; ``eps`` only caps what is kept, and may be ``inf``).
+        gradient: what steers it: ``"model"`` (the model's own input gradient), ``"surrogate"``
+            (a usable stand-in for a zero-almost-everywhere gradient: the harness adds these to the
+            white-box suite of step nets, and the masking checks compare them with plain PGD) or
+            ``"none"`` (queries only: the gradient-free suite runs these).
+    """
+
+    name: str
+    run: Callable[[Callable, tf.Tensor, tf.Tensor, AttackSettings], tf.Tensor]
+    kind: str
+    gradient: str
+    description: str
+
+
+ATTACKS: dict[str, AttackEntry] = {}
+KINDS = ("ball", "minimal")
+GRADIENTS = ("model", "surrogate", "none")
+
+
+def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", description: str | None = None):
+    """Decorator: register ``run(fn, x, y, settings) -> adversarial x`` as attack ``name``.
+
+    A new attack is one decorated function in any module of ``evaluation/``; it becomes a choice of
+    ``--attacks`` and ``--transfer-attacks`` (``--minimal-attacks`` for ``kind="minimal"``), and a
+    gradient-free one (``gradient="none"``) joins the ``gradfree`` suite.
+    """
+    if kind not in KINDS or gradient not in GRADIENTS:
+        raise ValueError(f"attack {name!r}: kind must be one of {KINDS} and gradient one of {GRADIENTS}")
+
+    def decorator(run):
+        if name in ATTACKS:
+            raise ValueError(f"attack {name!r} is already registered")
+        doc = description or (inspect.getdoc(run) or name).splitlines()[0]
+        ATTACKS[name] = AttackEntry(name, run, kind, gradient, doc)
+        return run
+    return decorator
+
+
+def list_attacks(pattern: str = "*", *, kind: str | None = None, gradient: str | None = None) -> list[str]:
+    """Registered attack names matching ``pattern`` (and ``kind`` / ``gradient`` if given), in registration order."""
+    import_submodules("evaluation")
+    return [a.name for a in ATTACKS.values() if fnmatch.fnmatch(a.name, pattern)
+            and kind in (None, a.kind) and gradient in (None, a.gradient)]
+
+
+def get_attack(name: str) -> AttackEntry:
+    """The registry entry of attack ``name``; :class:`UserInputError` naming the choices otherwise."""
+    import_submodules("evaluation")
+    if name not in ATTACKS:
+        raise UserInputError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    return ATTACKS[name]
 
 
 def logits_fn(model, eot: int = 1, stddev=None) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -79,66 +161,97 @@ def _norm(norm):
 def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 20, step_size: float | None = None,
            restarts: int = 1, seed: int = 0, spsa_samples: int = 64, spsa_delta: float = 0.01,
            spsa_lr: float = 0.01) -> tf.Tensor:
-    """Run attack ``name`` against ``fn`` (``x -> logits``); returns adversarial ``x``.
+    """Run the registered attack ``name`` against ``fn`` (``x -> logits``); returns adversarial ``x``.
 
     Args:
         eps: radius of the threat model in pixel units (L-inf or L2, per ``norm``).
         steps: iterations (ignored by FGSM).
-        step_size: per-step size; default ``2.5 * eps / steps`` (Madry et al.).
+        step_size: per-step size; default ``2.5 * eps / steps`` (Madry et al. 2018).
         restarts: PGD random restarts; per example the first restart that fools the model is
             kept (else the last).
     """
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    entry = get_attack(name)
     if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+        raise UserInputError(f"eps must be >= 0, got {eps}")
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int64)
-    order = _norm(norm)
-    if not np.isfinite(eps) and name not in MINIMAL:
-        raise ValueError(f"attack {name!r} needs a finite eps; only {', '.join(MINIMAL)} run unbounded")
+    if not np.isfinite(eps) and entry.kind != "minimal":
+        raise UserInputError(f"attack {name!r} needs a finite eps; only {', '.join(list_attacks(kind='minimal'))} "
+                             "run unbounded")
     step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     if eps == 0:
         return x
-    from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
-    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
-    from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
-    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+    settings = AttackSettings(eps, _norm(norm), steps, step_size, restarts, seed, spsa_samples, spsa_delta, spsa_lr)
+    return entry.run(fn, x, y, settings)
 
-    common = dict(clip_min=0.0, clip_max=1.0, y=y)
-    if name == "fgsm":
-        return fast_gradient_method(fn, x, eps, order, **common)
-    if name == "bim":
-        return basic_iterative_method(fn, x, eps, step_size, steps, order, sanity_checks=False, **common)
-    if name == "mim":
-        return momentum_iterative_method(fn, x, eps, step_size, steps, order, **common)
-    if name == "spsa":
-        return spsa_linf(fn, x, y, eps, steps, spsa_samples, spsa_delta, spsa_lr, seed)
-    if name == "cw_l2":
-        from evaluation.minimal_attacks import carlini_wagner_l2
-        return _keep_within(x, carlini_wagner_l2(fn, x.numpy(), y.numpy(), steps=max(steps, 10) * 5), eps, 2)
-    if name == "lbfgs":
-        from evaluation.minimal_attacks import lbfgs
-        # steps sets the L-BFGS iterations per binary-search round (5 per step: 100 at the default 20)
-        return tf.constant(lbfgs(fn, x.numpy(), y.numpy(), eps=eps if order == np.inf else None, search_steps=3,
-                                 max_iter=5 * steps))
-    if name == "hotcold":
-        from evaluation.minimal_attacks import hot_cold
-        return _keep_within(x, hot_cold(fn, x.numpy(), y.numpy()), eps, np.inf)
-    if name == "lr_pgd":
-        from evaluation.surrogate import lr_pgd
-        return lr_pgd(fn, x, y, eps, steps, step_size, seed=seed)
+
+@register_attack("fgsm", description="one signed-gradient step (Goodfellow et al. 2015)")
+def _fgsm(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+    return fast_gradient_method(fn, x, s.eps, s.order, clip_min=0.0, clip_max=1.0, y=y)
+
+
+@register_attack("bim", description="iterative FGSM, no random start (Kurakin et al. 2017)")
+def _bim(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
+    return basic_iterative_method(fn, x, s.eps, s.step_size, s.steps, s.order, sanity_checks=False,
+                                  clip_min=0.0, clip_max=1.0, y=y)
+
+
+@register_attack("pgd", description="projected gradient descent, random start, restarts (Madry et al. 2018)")
+def _pgd(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
     best = None
-    tf.random.set_seed(seed)
-    for _ in range(max(restarts, 1)):
-        adv = projected_gradient_descent(fn, x, eps, step_size, steps, order, rand_init=True,
-                                         sanity_checks=False, **common)
+    tf.random.set_seed(s.seed)
+    for _ in range(max(s.restarts, 1)):
+        adv = projected_gradient_descent(fn, x, s.eps, s.step_size, s.steps, s.order, rand_init=True,
+                                         sanity_checks=False, clip_min=0.0, clip_max=1.0, y=y)
         if best is None:
             best = adv
         else:
             fooled = tf.not_equal(tf.argmax(fn(best), -1), y)
             best = tf.where(tf.reshape(fooled, [-1] + [1] * (len(x.shape) - 1)), best, adv)
     return best
+
+
+@register_attack("mim", description="momentum iterative method (Dong et al. 2018)")
+def _mim(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+    return momentum_iterative_method(fn, x, s.eps, s.step_size, s.steps, s.order, clip_min=0.0, clip_max=1.0, y=y)
+
+
+@register_attack("cw_l2", kind="minimal", description="Carlini-Wagner L2, minimal L2 (Carlini and Wagner 2017)")
+def _cw_l2(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from evaluation.minimal_attacks import carlini_wagner_l2
+    return _keep_within(x, carlini_wagner_l2(fn, x.numpy(), y.numpy(), steps=max(s.steps, 10) * 5), s.eps, 2)
+
+
+@register_attack("spsa", gradient="none", description="gradient-free SPSA with Adam (Uesato et al. 2018)")
+def _spsa(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    return spsa_linf(fn, x, y, s.eps, s.steps, s.spsa_samples, s.spsa_delta, s.spsa_lr, s.seed)
+
+
+@register_attack("lbfgs", description="box-constrained L-BFGS inside the L-inf ball (Szegedy et al. 2014)")
+def _lbfgs(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from evaluation.minimal_attacks import lbfgs
+    # steps sets the L-BFGS iterations per binary-search round (5 per step: 100 at the default 20)
+    return tf.constant(lbfgs(fn, x.numpy(), y.numpy(), eps=s.eps if s.order == np.inf else None, search_steps=3,
+                             max_iter=5 * s.steps))
+
+
+@register_attack("hotcold", kind="minimal", description="hot/cold HC1, minimal L-inf step (Rozsa et al. 2016)")
+def _hotcold(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from evaluation.minimal_attacks import hot_cold
+    return _keep_within(x, hot_cold(fn, x.numpy(), y.numpy()), s.eps, np.inf)
+
+
+@register_attack("lr_pgd", gradient="surrogate", description="PGD on the likelihood-ratio input gradient")
+def _lr_pgd(fn, x, y, s: AttackSettings) -> tf.Tensor:
+    from evaluation.surrogate import lr_pgd
+    return lr_pgd(fn, x, y, s.eps, s.steps, s.step_size, seed=s.seed)
+
+
+MINIMAL = tuple(a.name for a in ATTACKS.values() if a.kind == "minimal")  # the built-in minimal attacks
 
 
 def _keep_within(x: tf.Tensor, adv, eps: float, order) -> tf.Tensor:

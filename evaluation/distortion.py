@@ -1,4 +1,5 @@
-"""BANG's random-distortion test (PAPERS.md section 3).
+"""BANG's random-distortion test (Rozsa, Günther and Boult 2016, "Towards Robust Deep
+Neural Networks with BANG", section 4).
 
 Take images that every compared model classifies correctly (up to ``per_class`` per class), add
 Gaussian noise of stddev ``s`` (pixel units on [0, 1]; the paper goes up to 100/255 for MNIST)

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from evaluation.suites import get_suite, list_suites  # noqa: E402
+
 
 def _pct(row):
     acc = f"{100 * row['accuracy']:.1f}"
@@ -30,18 +32,6 @@ _EXTRA = (  # (row key, column title, format)
     ("smoothed_accuracy", "answered & right %", lambda v: f"{100 * v:.1f}"),
     ("changed_rate", "class changed %", lambda v: f"{100 * v:.2f}"),
 )
-_SUITE_NOTES = {
-    "whitebox": "Gradient attacks on the model itself (EOT over noise draws for noisy models). Rows without eps are "
-                "minimal-perturbation attacks: read success with the size and PASS of the change. `pgd_smoothed` and "
-                "`lr_pgd` attack step-activation nets through a usable gradient.",
-    "transfer": "Adversarial examples made on the source, kept only where the source was right, fed to each target.",
-    "gradfree": "SPSA: never uses the model's gradient, so blank gradients cannot stop it; a model whose output is "
-                "flat under small probes (step activations) starves it too, and is marked.",
-    "voting": "Noisy inference, majority vote; mean over repeats with its spread. Abstention: randomized-smoothing "
-              "binomial test (answered & right = correct and not abstained, over all points).",
-    "distortion": "BANG's random-distortion test: points every model gets right, Gaussian noise of the given stddev, "
-                  "share of copies whose class changes (accuracy column = 1 - that; CI over images).",
-}
 
 
 def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness report") -> Path:
@@ -56,12 +46,12 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
         lines.append(f"- `{model}`: {', '.join(fl) if fl else 'none'}")
     c = result.get("counters", {})
     lines += ["", f"Work done: {c.get('attack_runs', 0)} attack runs, {c.get('model_passes', 0)} extra model passes.", ""]
-    for suite in ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion"):
+    for suite in list_suites():  # one section per registered suite, headed by its note
         mine = [r for r in rows if r["suite"] == suite]
         if not mine:
             continue
         cols = [c for c in _EXTRA if any(c[0] in r for r in mine)]
-        lines += [f"## {suite}", "", _SUITE_NOTES.get(suite, ""), "",
+        lines += [f"## {suite}", "", get_suite(suite).note, "",
                   "| model | what | settings | n | accuracy | " + " | ".join(c[1] for c in cols) + " |",
                   "|---|---|---|---|---|" + "---|" * len(cols)]
         for r in mine:

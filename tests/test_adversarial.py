@@ -40,7 +40,7 @@ def test_transform_keeps_half_natural(digits):
 
 
 def test_adversarial_training_from_cli_improves_pgd_accuracy(tmp_path, digits):
-    from zoo.cli import main
+    from glrzoo.cli import main
     from zoo.export import load_model, read_metadata
 
     common = ["train", "--model", "mlp", "--model-args", '{"hidden": [64], "activation": "relu"}', "--epochs", "6",

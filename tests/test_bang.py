@@ -73,7 +73,7 @@ def test_bang_rejects_bad_settings():
 
 
 def test_bang_from_the_cli(tmp_path):
-    from zoo.cli import main
+    from glrzoo.cli import main
     from zoo.export import read_metadata
 
     out = tmp_path / "b"

@@ -5,13 +5,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
-from zoo.cli import main
+from glrzoo.cli import main
 from zoo.export import load_model, read_metadata
 
 TRAIN = ["train", "--model", "test_mlp", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--lr", "0.01", "--quiet"]
@@ -79,7 +77,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path):
 
     killed = tmp_path / "killed"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args, "--out", str(killed)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "glrzoo", *args, "--out", str(killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     meta_file = killed / "checkpoints" / "training_metadata.json"
     deadline = time.time() + 240

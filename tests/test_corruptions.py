@@ -3,7 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.corruptions import AUTHORS, CORRUPTIONS, Corruption, corrupt, mean_corruption_accuracy, register_corruption
+from evaluation.corruptions import (
+    AUTHORS,
+    CORRUPTIONS,
+    Corruption,
+    corrupt,
+    get_corruption,
+    list_corruptions,
+    mean_corruption_accuracy,
+    register_corruption,
+)
+from zoo.errors import UserInputError
 
 GREY = np.full((200, 28, 28, 1), 0.5, np.float32)  # 156,800 pixels: SEs below are tiny
 
@@ -39,12 +49,25 @@ def test_authors_corruptions_grow_with_severity_and_are_seeded(digits, c):
     assert out.shape == x.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
 
 
-def test_registry_and_eq6():
-    assert len(CORRUPTIONS) >= 8
-    register_corruption(Corruption("invert_test", lambda x, rng, p: 1 - x * p, (1, 1, 1, 1, 1)))
+def test_registry_and_eq6(monkeypatch):
+    """A corruption registers as a decorator or a ready Corruption; duplicates and bad severities are refused."""
+    monkeypatch.setattr("evaluation.corruptions.CORRUPTIONS", dict(CORRUPTIONS))  # registrations end with the test
+    assert len(list_corruptions()) >= 8 and list_corruptions(paper=True) == [c.name for c in AUTHORS]
+
+    @register_corruption("invert_test", (1, 1, 1, 1, 1))
+    def invert(x, rng, p):
+        return 1 - x * p
+
     assert corrupt(GREY[:1], "invert_test", 1).mean() == pytest.approx(0.5)
-    with pytest.raises(ValueError):
+    assert "invert_test" in list_corruptions() and not get_corruption("invert_test").paper
+    register_corruption(Corruption("invert_too", invert, (1,) * 5))
+    assert "invert_too" in list_corruptions()
+    with pytest.raises(ValueError, match="already exists"):
         register_corruption(Corruption("contrast", None, (1,) * 5))
+    with pytest.raises(ValueError, match="five severities"):
+        register_corruption("short", (1, 2))(invert)
     with pytest.raises(ValueError, match="severity"):
         corrupt(GREY, "contrast", 6)
+    with pytest.raises(UserInputError, match="unknown corruption"):
+        corrupt(GREY, "fog", 1)
     assert mean_corruption_accuracy({("a", 1): 0.5, ("a", 2): 0.7, ("b", 1): 0.9}) == pytest.approx(0.7)

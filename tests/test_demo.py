@@ -1,6 +1,6 @@
 import json
 
-from zoo.cli import main
+from glrzoo.cli import main
 
 
 def test_demo_quick_trains_exports_and_reports(tmp_path, capsys):

@@ -1,8 +1,6 @@
 """Serialization round trips and exported signatures, called the way TF Serving calls them."""
-import json
 import shutil
 import subprocess
-import sys
 
 import keras
 import numpy as np

@@ -110,21 +110,29 @@ def test_rse_log_tracks_replications():
     assert rse[1] < rse[0] / 3  # ~ 1 / sqrt(R): 10x expected once the noise no longer dominates ||G||
 
 
-def test_glr_path_uses_no_autodiff():
+def test_glr_path_uses_no_autodiff(monkeypatch):
+    """The GLR module names no autodiff API, and a GLR step still gives gradients when opening any
+    gradient tape or forward accumulator, or calling ``tf.gradients``, raises."""
     tree = ast.parse(inspect.getsource(glr_module))
     names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | {
         n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & {"GradientTape", "gradients", "jacobian", "batch_jacobian", "custom_gradient"}
-    # and a step runs with gradient recording made impossible
     model = small_model("conv_bn")
     x, y = batch("conv_bn")
-    with tf.autodiff.ForwardAccumulator(primals=[], tangents=[]):
-        pass
-    with tf.GradientTape() as outer:
-        with outer.stop_recording():
-            grads = glr(replications=8)(model, x, y, 0).grads
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the GLR step used automatic differentiation")
+
+    monkeypatch.setattr(tf.GradientTape, "__enter__", refuse)
+    monkeypatch.setattr(tf.autodiff.ForwardAccumulator, "__enter__", refuse)
+    monkeypatch.setattr(tf, "gradients", refuse)
+    with pytest.raises(AssertionError, match="automatic differentiation"):  # the trap is armed
+        with tf.GradientTape():
+            pass
+    grads = glr(replications=8)(model, x, y, 0).grads
     assert all(g.shape == v.shape for g, v in zip(grads, model.trainable_variables))
-    assert not any(outer.watched_variables())
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    assert sum(int(np.count_nonzero(g.numpy())) for g in grads) > 0  # a real estimate, not all zeros
 
 
 def test_threshold_net_with_zero_one_loss_learns_digits(digits):
@@ -144,7 +152,7 @@ def test_threshold_net_with_zero_one_loss_learns_digits(digits):
 
 
 def test_glr_under_model_fit_and_cli_flags(tmp_path):
-    from zoo.cli import main
+    from glrzoo.cli import main
     from zoo.export import read_metadata
 
     out = tmp_path / "g"
@@ -162,7 +170,7 @@ def test_glr_under_model_fit_and_cli_flags(tmp_path):
 
 
 def test_divergence_stops_with_step_and_cause(tmp_path, capsys):
-    from zoo.cli import main
+    from glrzoo.cli import main
 
     code = main(["train", "--model", "test_mlp", "--method", "glr", "--lr", "1e38", "--epochs", "2", "--quiet",
                  "--out", str(tmp_path / "d")])

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from zoo.cli import main
+from evaluation.corruptions import list_corruptions
+from glrzoo.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert "step **(masking?)**" in md and "blank_gradients" in md  # ... and the report says why
     assert "no_collapse_at_large_eps" in md
     assert (out / "accuracy_vs_eps.png").is_file() and (out / "accuracy_vs_severity.png").is_file()
-    assert len([r for r in rows if r["suite"] == "corruption"]) == 2 * (4 * 5 + 1)
+    # every registered corruption at five severities, the authors' mean (eq. 6) and the mean over all
+    assert len([r for r in rows if r["suite"] == "corruption"]) == 2 * (len(list_corruptions()) * 5 + 2)
     for r in rows:
         if r.get("ci95"):
             assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
@@ -129,3 +131,52 @@ def test_image_only_suites_refuse_sequences_up_front(tmp_path):
     with pytest.raises(ValueError, match="needs images"):
         evaluate([str(tmp_path)], x, np.zeros(10, int), suites=("clean", "corruption"), out=tmp_path / "r")
     assert not (tmp_path / "r").exists()  # refused before any work or output
+
+
+def test_distortion_votes_with_predict_votes_not_the_voting_grid(exports, tmp_path, monkeypatch):
+    """Regression: the voting suite's loop once rebound ``votes``, so the distortion suite after it voted
+    with the last entry of the voting grid (9 here) instead of ``votes`` (--predict-votes, 3 here)."""
+    import evaluation.suites as suites
+    from evaluation.harness import evaluate
+    from zoo.data import load_digits
+
+    seen = []
+    real = suites.predict_classes
+
+    def spy(model, x, votes=1, batch=1000):
+        seen.append(votes)
+        return real(model, x, votes, batch)
+
+    monkeypatch.setattr(suites, "predict_classes", spy)
+    d = load_digits()
+    res = evaluate([str(exports / "relu")], d.x_test[:60], d.y_test[:60], suites=("voting", "distortion"),
+                   out=tmp_path, stddevs=(0.0, 0.3), votes_list=(1, 9), vote_repeats=1, votes=3, infer_stddev=0.3,
+                   distortion_stddevs=(0.1,), distortion_per_class=2, distortion_draws=4, log=lambda _: None)
+    assert {r["votes"] for r in res["rows"] if r["suite"] == "voting"} == {1, 9}
+    assert any(r["suite"] == "distortion" for r in res["rows"])
+    assert seen and set(seen) == {3}, seen
+
+
+def test_every_registered_corruption_reaches_the_report(exports, tmp_path, monkeypatch):
+    """A corruption added with register_corruption gets rows and joins 'mean (all)', not the authors' eq. 6 mean."""
+    import evaluation.corruptions as corruptions
+    from evaluation.harness import evaluate
+    from evaluation.report import write_report
+    from zoo.data import load_digits
+
+    monkeypatch.setattr(corruptions, "CORRUPTIONS", dict(corruptions.CORRUPTIONS))
+
+    @corruptions.register_corruption("test_invert", (0.1, 0.2, 0.3, 0.4, 0.5))
+    def invert(x, rng, share):
+        return np.where(rng.random(x.shape) < share, 1 - x, x).astype(np.float32)
+
+    d = load_digits()
+    res = evaluate([str(exports / "relu")], d.x_test[:40], d.y_test[:40], suites=("corruption",), out=tmp_path,
+                   log=lambda _: None)
+    rows = res["rows"]
+    assert {r["corruption"] for r in rows} == {*corruptions.list_corruptions(), "mean (eq. 6)", "mean (all)"}
+    per = {(r["corruption"], r["severity"]): r["accuracy"] for r in rows if r.get("severity")}
+    eq6 = np.mean([a for (c, _), a in per.items() if corruptions.get_corruption(c).paper])
+    assert next(r for r in rows if r["corruption"] == "mean (eq. 6)")["accuracy"] == pytest.approx(eq6)
+    assert next(r for r in rows if r["corruption"] == "mean (all)")["accuracy"] == pytest.approx(np.mean(list(per.values())))
+    assert "test_invert" in write_report(res, tmp_path).read_text()

@@ -33,7 +33,7 @@ def test_pinned_parameter_counts():
     assert trainable_count(zoo.create_model("glr_mlp", (28, 28, 1), 10)) == 784 * 50 + 50 + 50 * 10 + 10
     sub = zoo.create_model("substitute_mlp", (28, 28, 1), 10)
     assert trainable_count(sub) == 784 * 100 + 100 + 100 * 50 + 50 + 50 * 10 + 10
-    # DenseNet-40, growth 12: "about 1M parameters" (PAPERS.md section 2)
+    # DenseNet-40, growth 12: "about 1M parameters" (Qin and Vucinic 2018, section 3)
     dn = zoo.create_model("densenet", (32, 32, 3), 10)
     assert 0.9e6 < trainable_count(dn) < 1.1e6
     # Caffe LeNet on 28x28: 20*25+20 + 50*20*25+50 + 800*500+500 + 500*10+10

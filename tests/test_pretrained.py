@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.cli import main
+from glrzoo.cli import main
 from zoo.export import ExportError
 from zoo.pretrained import README_HEAD, list_pretrained, pretrained_root, readme_table
 
@@ -64,6 +64,7 @@ def test_cli_lists_and_shows(capsys):
 def test_stroke_lstm_serves_stroke_values():
     """Stroke steps are in [-1, 1]; the shipped LSTM's signature must take them (not only pixels)."""
     import tensorflow as tf
+
     from zoo.export import load_signatures
     path = pretrained_root() / "mnist_strokes" / "lstm"
     assert zoo.describe_pretrained("mnist_strokes/lstm")["dataset"]["value_range"] == [-1.0, 1.0]

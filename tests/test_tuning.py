@@ -5,9 +5,9 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
+from glrzoo.cli import main
+from glrzoo.tuning import OBJECTIVES, ZooHyperModel, tune
 from training.run import TrainConfig
-from training.tuning import OBJECTIVES, ZooHyperModel, tune
-from zoo.cli import main
 
 
 def test_search_space_follows_the_method(digits):

@@ -11,6 +11,7 @@ import dataclasses
 import tensorflow as tf
 
 from training.losses import cross_entropy
+from zoo.errors import UserInputError
 
 
 def pgd_linf(model, x: tf.Tensor, y: tf.Tensor, eps: float, step: float, iterations: int, random_start: bool,
@@ -54,7 +55,7 @@ class PGDTraining:
 
     def __post_init__(self):
         if not self.eps > 0 or not self.step > 0 or self.iterations < 1 or not 0 < self.fraction <= 1:
-            raise ValueError("PGD training needs eps > 0, step > 0, iterations >= 1 and 0 < fraction <= 1")
+            raise UserInputError("PGD training needs eps > 0, step > 0, iterations >= 1 and 0 < fraction <= 1")
 
     def __call__(self, model, x, y, step):
         n = tf.shape(x)[0]

@@ -1,4 +1,5 @@
-"""BANG, Batch Adjusted Network Gradients (Rozsa, Gunther and Boult 2016; PAPERS.md section 3).
+"""BANG, Batch Adjusted Network Gradients (Rozsa, Günther and Boult 2016,
+"Towards Robust Deep Neural Networks with BANG", section 3).
 
 Backprop in which each example's contribution to a layer's *weight update* is rescaled; the
 signal passed to lower layers is unchanged. For layer ``l`` with output ``y^(l)`` and per-example
@@ -23,6 +24,8 @@ import tensorflow as tf
 
 from training.estimators import Estimate
 from training.losses import DIFFERENTIABLE, get_loss
+from training.registry import Option, register_estimator
+from zoo.errors import UserInputError
 from zoo.noise import noisy_layers
 from zoo.noise_context import record_outputs
 from zoo.noisy_lstm import NoisyLSTM
@@ -48,11 +51,11 @@ class Bang:
 
     def __post_init__(self):
         if self.loss not in DIFFERENTIABLE:
-            raise ValueError(f"BANG is backprop-based; loss {self.loss!r} has no useful gradient (use ce or hinge)")
+            raise UserInputError(f"BANG is backprop-based; loss {self.loss!r} has no useful gradient (use ce or hinge)")
         for label, value in (("epsilon", self.epsilon), ("beta", self.beta)):
             values = value.values() if isinstance(value, dict) else [value]
             if any(not v >= 0 for v in values):
-                raise ValueError(f"BANG {label} must be >= 0, got {value}")
+                raise UserInputError(f"BANG {label} must be >= 0, got {value}")
 
     def _per_layer(self, value, layer, default):
         return float(value.get(layer.name, default)) if isinstance(value, dict) else float(value)
@@ -74,7 +77,7 @@ class Bang:
 
     def __call__(self, model, x, y, step=0) -> Estimate:
         if any(isinstance(layer, NoisyLSTM) for layer in noisy_layers(model)):
-            raise ValueError("BANG supports dense and convolutional layers; the LSTM's recurrence needs per-step "
+            raise UserInputError("BANG supports dense and convolutional layers; the LSTM's recurrence needs per-step "
                              "rescaling that is not implemented")
         variables = model.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
@@ -106,7 +109,17 @@ class Bang:
         return Estimate(grads, total / n, logits, {})
 
 
-def bang(loss: str = "ce", epsilon: float | dict = 0.815, beta: float | dict = 1.0,
+@register_estimator(
+    "bang",
+    options=(Option("--bang-epsilon", "epsilon", float, help="exponent scale epsilon (paper: 0.78-0.86)"),
+             Option("--bang-beta", "beta", float, help="gradient scale beta (paper: 0.4-1.6)"),
+             Option("--bang-half-eps-misclassified", "half_epsilon_misclassified", switch=True,
+                    help="use epsilon / 2 for misclassified examples (the paper's CIFAR-10 setting)")),
+    search_space=lambda hp: {"epsilon": hp.Float("bang_epsilon", 0.78, 0.86), "beta": hp.Float("bang_beta", 0.4, 1.6)})
+def bang(*, loss: str = "ce", epsilon: float | dict = 0.815, beta: float | dict = 1.0,
          half_epsilon_misclassified: bool = False) -> Bang:
-    """BANG estimator (see :class:`Bang`). Example: ``Trainer(zoo.create_model("lenet", ...), bang(epsilon=0.815))``."""
-    return Bang(loss, epsilon, beta, half_epsilon_misclassified)
+    """BANG: backprop with a per-example, per-layer rescaled weight update (see :class:`Bang`).
+
+    Example: ``Trainer(zoo.create_model("lenet", ...), bang(epsilon=0.815))``.
+    """
+    return Bang(loss=loss, epsilon=epsilon, beta=beta, half_epsilon_misclassified=half_epsilon_misclassified)

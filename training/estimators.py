@@ -4,7 +4,8 @@ An estimator is a frozen object called as ``estimator(model, x, y, step) -> Esti
 the model on a batch (``x``: ``[N, ...]``, ``y``: ``[N]`` labels) in training mode and returns
 gradients aligned with ``model.trainable_variables``. The trainer hands them to
 ``optimizer.apply``; nothing else in the training loop depends on where they came from.
-Factories: :func:`bp` here, ``glr`` in :mod:`training.glr`.
+Factories are registered by name (:mod:`training.registry`): :func:`bp` here, ``glr`` in
+:mod:`training.glr`, ``bang`` in :mod:`training.bang`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import keras
 import tensorflow as tf
 
 from training.losses import DIFFERENTIABLE, get_loss
+from training.registry import register_estimator
+from zoo.errors import UserInputError
 
 
 class Estimate(NamedTuple):
@@ -47,7 +50,8 @@ class Backprop:
     """Exact gradient of the mean loss of one (possibly noisy) forward pass, by backprop.
 
     With ``train_stddev > 0`` in the model's noisy layers this is noise-injected training
-    (PAPERS.md section 2).
+    (Qin and Vucinic 2018, "Noisy Computations during Inference: Harmful or Helpful?",
+    section 3).
     """
 
     loss: str = "ce"
@@ -56,7 +60,7 @@ class Backprop:
     def __post_init__(self):
         get_loss(self.loss)
         if self.loss not in DIFFERENTIABLE:
-            raise ValueError(f"loss {self.loss!r} has zero gradient almost everywhere; train it with --method glr")
+            raise UserInputError(f"loss {self.loss!r} has zero gradient almost everywhere; train it with --method glr")
 
     def __call__(self, model, x, y, step):
         with tf.GradientTape() as tape:
@@ -70,6 +74,7 @@ class Backprop:
         return {"method": "bp", **dataclasses.asdict(self)}
 
 
-def bp(loss: str = "ce") -> Backprop:
-    """Backprop estimator for per-example loss ``loss`` (``"ce"`` or ``"hinge"``)."""
-    return Backprop(loss)
+@register_estimator("bp")
+def bp(*, loss: str = "ce") -> Backprop:
+    """Backprop: the exact gradient of the mean loss (``"ce"`` or ``"hinge"``) of one noisy pass."""
+    return Backprop(loss=loss)

@@ -9,6 +9,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from zoo.errors import UserInputError
+
 
 def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy ``-log softmax(logits)[y]`` in nats."""
@@ -34,5 +36,5 @@ DIFFERENTIABLE = ("ce", "hinge")
 
 def get_loss(name: str) -> Callable:
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        raise UserInputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name]

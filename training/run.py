@@ -19,10 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from training.estimators import bp
 from training.pipeline import epoch_dataset
+from training.registry import create_estimator
 from training.trainer import Trainer
 from zoo.data import Dataset, load_dataset
+from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import export_model
 
 OPTIMIZERS = ("adam", "sgd", "adagrad", "momentum")
@@ -65,31 +66,16 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+            raise UserInputError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+            raise UserInputError(f"--lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise UserInputError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev)):
             if not value >= 0:
-                raise ValueError(f"{label} must be >= 0, got {value}")
-
-
-def make_estimator(method: str, loss: str = "ce", **kwargs):
-    """Estimator for ``method`` (``bp``, ``glr``, ...), built from its keyword arguments."""
-    if method == "bp":
-        if kwargs:
-            raise ValueError(f"method 'bp' takes no options, got {sorted(kwargs)}")
-        return bp(loss)
-    if method == "glr":
-        from training.glr import glr
-        return glr(loss=loss, **kwargs)
-    if method == "bang":
-        from training.bang import bang
-        return bang(loss=loss, **kwargs)
-    raise ValueError(f"unknown --method {method!r}; choose one of bp, glr, bang")
+                raise UserInputError(f"{label} must be >= 0, got {value}")
 
 
 def make_optimizer(name: str, lr: float, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
@@ -167,7 +153,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     when everything succeeded.
     """
     config.validate()
-    estimator = make_estimator(config.method, config.loss, **config.method_args)
+    estimator = create_estimator(config.method, loss=config.loss, **config.method_args)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, config.download)
     data = data.subset(config.train_limit, config.test_limit)
@@ -175,9 +161,9 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     ckpt = out / CHECKPOINTS if out else None
     if out is not None and out.exists():
         if (out / "metadata.json").exists() and not config.overwrite:
-            raise FileExistsError(f"{out} already holds an export; pass --overwrite or choose another --out")
+            raise OutputExistsError(f"{out} already holds an export; pass --overwrite or choose another --out")
         if ckpt.exists() and not (config.resume or config.overwrite):
-            raise FileExistsError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to restart")
+            raise OutputExistsError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to restart")
         if config.overwrite and not config.resume:
             shutil.rmtree(out)
 
@@ -241,9 +227,9 @@ def sweep(config: TrainConfig, train_stddevs, data: Dataset | None = None, argv:
     ``<config.out>/train_stddev_<s>``; the evaluation harness draws the train x inference grid from them."""
     stddevs = [float(s) for s in train_stddevs]
     if not stddevs or any(not s >= 0 for s in stddevs):
-        raise ValueError(f"--train-stddevs needs one or more values >= 0, got {train_stddevs}")
+        raise UserInputError(f"--train-stddevs needs one or more values >= 0, got {train_stddevs}")
     if config.out is None:
-        raise ValueError("a sweep needs --out")
+        raise UserInputError("a sweep needs --out")
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, config.download)
     metas = []

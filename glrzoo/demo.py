@@ -4,8 +4,8 @@ Trains a plain and a noise-injected model by backprop and two forward-only GLR m
 and threshold units), exports them, loads the exports back,
 and measures clean accuracy and noisy-inference accuracy with voting over several noise levels.
 Writes ``<out>/report.json`` and ``<out>/report.md`` and prints the table; then runs the robustness
-harness (transfer attacks from a separate backprop substitute, gradient-free SPSA, the four
-corruptions, noisy voting with abstention and the train x inference stddev heat map) into
+harness (transfer attacks from a separate backprop substitute, gradient-free SPSA, the GLR
+authors' four corruptions, noisy voting with abstention and the train x inference stddev heat map) into
 ``<out>/robustness/``.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.corruptions import list_corruptions
 from evaluation.harness import evaluate
 from evaluation.metrics import accuracy_row
 from evaluation.report import write_report
@@ -77,7 +78,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False) -> dict:
     result = evaluate(dirs, data.x_test, data.y_test, suites=("clean", "transfer", "gradfree", "corruption", "voting"),
                       sources=[substitute.out], out=out / "robustness", eps_list=(0.1, 0.2) if not quick else (0.2,),
                       steps=10 if not quick else 3, stddevs=(0.0, 0.5, 1.0), votes_list=votes_list,
-                      vote_repeats=1 if quick else 2, log=lambda line: None)
+                      vote_repeats=1 if quick else 2, corruptions=list_corruptions(paper=True), log=lambda line: None)
     write_report(result, out / "robustness", title="glrzoo demo: robustness on digits")
     print(format_robustness(result))
     print(f"[demo] done in {round(time.time() - t0, 1)} s; exports in {out}/, reports in {out}/report.md and "
@@ -96,7 +97,8 @@ def format_robustness(result: dict) -> str:
         pick = lambda suite, **kw: [r for r in mine if r["suite"] == suite and all(r.get(k) == v for k, v in kw.items())]  # noqa: E731
         fmt = lambda rs: " / ".join(f"{100 * r['accuracy']:.1f}" for r in rs) or "-"  # noqa: E731
         lines.append(f"| {name} | {fmt(pick('clean'))} | {fmt(pick('transfer'))} | {fmt(pick('gradfree'))} | "
-                     f"{fmt(pick('corruption', corruption='mean (eq. 6)'))} | {', '.join(result['flags'].get(name, [])) or '-'} |")
+                     f"{fmt(pick('corruption', corruption='mean (eq. 6)'))} | "
+                     f"{', '.join(result['flags'].get(name, [])) or '-'} |")
     return "\n".join(lines)
 
 

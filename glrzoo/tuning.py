@@ -3,7 +3,8 @@
 :class:`ZooHyperModel` maps a ``keras_tuner.HyperParameters`` to a :class:`training.run.TrainConfig`
 (so the best trial is re-trained and exported by the same code as ``glrzoo train``), builds the
 :class:`training.trainer.Trainer`, fits it on the training split and scores it on a validation
-split held out of the training data (the test set is never looked at). Search space per method:
+split held out of the training data (the test set is never looked at). Search space per method (each estimator's
+``search_space`` in :mod:`training.registry`; ``adv`` is defined here):
 
 ==========  =====================================================================================
 method      hyperparameters
@@ -34,11 +35,24 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from evaluation.attacks import attack, logits_fn
+from training.adversarial import pgd_training
 from training.pipeline import epoch_dataset
-from training.run import TrainConfig, build_model, make_estimator, make_optimizer
+from training.registry import create_estimator, get_estimator, list_estimators
+from training.run import TrainConfig, build_model, make_optimizer
 from training.trainer import Trainer
+from zoo.errors import UserInputError
+from zoo.noise import noisy_layers
+from zoo.voting import vote_predict
 
-METHODS = ("bp", "glr", "bang", "adv")
+ADVERSARIAL = "adv"  # backprop + PGD adversarial training: a recipe, not an estimator
+
+
+def methods() -> tuple[str, ...]:
+    """Tunable methods: every registered estimator (its ``search_space``) and ``adv``."""
+    return (*list_estimators(), ADVERSARIAL)
+
+
 OBJECTIVES = ("val_accuracy", "val_noisy_vote", "val_transfer", "val_robust")
 
 
@@ -47,7 +61,7 @@ class ZooHyperModel(kt.HyperModel):
 
     Args:
         model: registered family name (``glrzoo models``).
-        method: one of :data:`METHODS`.
+        method: one of :func:`methods` (a registered estimator, or ``adv``).
         data: a :class:`zoo.data.Dataset`; its training split is cut into train / validation.
         base: fixed settings (epochs, batch size, activation, model_args, ...) that are not tuned.
         validation: share of the training split held out for the objectives.
@@ -57,10 +71,10 @@ class ZooHyperModel(kt.HyperModel):
 
     def __init__(self, model: str, method: str, data, base: TrainConfig | None = None, validation: float = 0.2,
                  objective_stddev: float = 0.5, objective_votes: int = 10, objective_eps: float = 0.1, seed: int = 0):
-        if method not in METHODS:
-            raise ValueError(f"unknown tuning method {method!r}; choose one of {', '.join(METHODS)}")
+        if method not in methods():
+            raise UserInputError(f"unknown tuning method {method!r}; choose one of {', '.join(methods())}")
         if not 0 < validation < 1:
-            raise ValueError(f"validation share must be in (0, 1), got {validation}")
+            raise UserInputError(f"validation share must be in (0, 1), got {validation}")
         super().__init__(name=f"{model}_{method}")
         self.model_name, self.method, self.seed = model, method, seed
         self.base = base or TrainConfig(model=model, dataset=data.name, epochs=3, verbose=0)
@@ -77,19 +91,12 @@ class ZooHyperModel(kt.HyperModel):
     def config(self, hp: kt.HyperParameters) -> TrainConfig:
         """The :class:`TrainConfig` that ``hp`` stands for (the best one is re-trained from it)."""
         method_args, adversarial, method = {}, None, self.method
-        if self.method == "glr":
-            method_args = {"replications": hp.Choice("replications", [10, 30, 100]),
-                           "sigma": hp.Float("sigma", 0.25, 2.0, sampling="log"),
-                           "baseline": hp.Boolean("baseline", default=True),
-                           "antithetic": hp.Boolean("antithetic", default=False),
-                           "layerwise": hp.Boolean("layerwise", default=False),
-                           "qmc": hp.Boolean("qmc", default=False)}
-        elif self.method == "bang":
-            method_args = {"epsilon": hp.Float("bang_epsilon", 0.78, 0.86), "beta": hp.Float("bang_beta", 0.4, 1.6)}
-        elif self.method == "adv":
+        if self.method == "adv":
             method = "bp"
             eps = hp.Float("adv_eps", 0.05, 0.3)
             adversarial = {"eps": eps, "step": eps / 4, "iterations": 7, "random_start": True}
+        else:
+            method_args = get_estimator(self.method).hyperparameters(hp)
         return dataclasses.replace(self.base, method=method, method_args=method_args, adversarial=adversarial,
                                    lr=hp.Float("lr", 1e-4, 1e-2, sampling="log"),
                                    train_stddev=hp.Float("train_stddev", 0.0, 1.0, step=0.25), seed=self.seed)
@@ -100,10 +107,9 @@ class ZooHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(config.seed)
         transforms = []
         if config.adversarial is not None:
-            from training.adversarial import pgd_training
             transforms.append(pgd_training(seed=config.seed, **config.adversarial))
-        trainer = Trainer(build_model(config, self.data), make_estimator(config.method, config.loss, **config.method_args),
-                          transforms)
+        trainer = Trainer(build_model(config, self.data),
+                          create_estimator(config.method, loss=config.loss, **config.method_args), transforms)
         trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
         trainer.build((None, *self.data.input_shape))
         return trainer
@@ -117,9 +123,7 @@ class ZooHyperModel(kt.HyperModel):
         return self.objectives(model.net)
 
     def objectives(self, net: keras.Model) -> dict:
-        from zoo.noise import noisy_layers
-        from zoo.voting import vote_predict
-
+        """Every objective of the trained ``net`` on the validation split (transfer ones only for pixel data)."""
         x, y = self.data.x_test, self.data.y_test
         clean = float(np.mean(np.argmax(net.predict(x, verbose=0, batch_size=512), -1) == y))
         noisy = clean
@@ -135,7 +139,6 @@ class ZooHyperModel(kt.HyperModel):
     def transfer_set(self):
         """FGSM examples at ``objective_eps`` from a backprop substitute, made once and reused."""
         if self._transfer_set is None:
-            from evaluation.attacks import attack, logits_fn
             keras.utils.set_random_seed(self.seed + 1)
             sub = build_model(dataclasses.replace(self.base, model="substitute_mlp", model_args={}, activation=None,
                                                   train_stddev=0.0, infer_stddev=0.0), self.data)
@@ -152,9 +155,9 @@ def tune(hypermodel: ZooHyperModel, objective: str = "val_robust", max_trials: i
          overwrite: bool = False, seed: int = 0) -> tuple[kt.Tuner, TrainConfig]:
     """Random search over ``hypermodel``; returns the tuner and the best trial's :class:`TrainConfig`."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        raise UserInputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if objective in ("val_transfer", "val_robust") and not hypermodel.pixels:
-        raise ValueError(f"objective {objective!r} needs pixel data in [0, 1] (transfer attacks); "
+        raise UserInputError(f"objective {objective!r} needs pixel data in [0, 1] (transfer attacks); "
                          "use val_accuracy or val_noisy_vote")
     tuner = kt.RandomSearch(hypermodel, objective=kt.Objective(objective, "max"), max_trials=max_trials, seed=seed,
                             directory=directory, project_name=hypermodel.name, overwrite=overwrite)
@@ -163,4 +166,4 @@ def tune(hypermodel: ZooHyperModel, objective: str = "val_robust", max_trials: i
     return tuner, hypermodel.config(best)
 
 
-__all__ = ["METHODS", "OBJECTIVES", "ZooHyperModel", "tune"]
+__all__ = ["ADVERSARIAL", "OBJECTIVES", "ZooHyperModel", "methods", "tune"]

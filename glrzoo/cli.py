@@ -1,20 +1,41 @@
 """``glrzoo``: one console script with subcommands; a thin layer over the library.
 
-Every flag maps to one library argument. Bad input prints one line ``glrzoo: error: ...`` naming
-the problem and the fix, and exits with code 2.
+Every flag maps to one library argument. The choices of ``--method``, ``--attacks``,
+``--suite`` and ``--corruptions``, and the estimator flags, come from the registries
+(:mod:`training.registry`, :mod:`evaluation.attacks`, :mod:`evaluation.suites`,
+:mod:`evaluation.corruptions`), so a newly registered one shows up here with no edit.
+
+Errors: a :class:`zoo.errors.UserInputError` (bad input) prints one line ``glrzoo: error: ...``
+naming the problem and the fix, and exits with code 2; a diverged training run prints one line and
+exits with 1; anything else is a bug and keeps its traceback (exit code 1).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
+import tensorflow as tf
 
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+from evaluation.attacks import list_attacks
+from evaluation.corruptions import list_corruptions
+from evaluation.harness import evaluate
+from evaluation.report import write_report
+from evaluation.suites import list_suites
+from glrzoo.demo import run_demo
+from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
+from training.registry import get_estimator, list_estimators
+from training.run import TrainConfig, TrainingDiverged, sweep, train
+from zoo import pretrained
+from zoo.data import available, load_dataset
+from zoo.errors import UserInputError
+from zoo.export import update_metadata
+from zoo.registry import get_entry, list_models
+from zoo.serving import write_models_config
 
 
 def _stddev(text: str) -> float:
@@ -44,7 +65,7 @@ def _json_dict(text: str) -> dict:
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
     p.add_argument("--dataset", default="digits", help="data set name ('glrzoo datasets')")
-    p.add_argument("--method", default="bp", choices=["bp", "glr", "bang"], help="gradient estimator")
+    p.add_argument("--method", default="bp", choices=list_estimators(), help="gradient estimator")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -61,25 +82,30 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="tf.distribute strategy: all local devices, or the cluster described by TF_CONFIG")
     p.add_argument("--train-limit", type=_positive_int, default=None, help="use only the first N training examples")
     p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples")
-    g = p.add_argument_group("GLR (--method glr)")
-    g.add_argument("--replications", type=_positive_int, default=None, help="noise draws per example (R)")
-    g.add_argument("--estimator-noise", choices=["gaussian", "laplace"], default=None)
-    g.add_argument("--sigma", type=float, default=None, help="estimator noise scale")
-    g.add_argument("--baseline", action="store_true", default=None, help="subtract a leave-one-out baseline")
-    g.add_argument("--antithetic", action="store_true", default=None, help="antithetic noise pairs (e, -e)")
-    g.add_argument("--layerwise", action="store_true", default=None, help="noise in one layer per step, cycling")
-    g.add_argument("--qmc", action="store_true", default=None, help="stratified quasi-Monte Carlo noise")
+    add_estimator_flags(p)
     g = p.add_argument_group("adversarial training (--adversarial pgd)")
     g.add_argument("--adversarial", choices=["pgd"], default=None, help="half of each batch becomes PGD examples")
     g.add_argument("--adv-eps", type=float, default=0.3, help="L-inf radius in pixel units [0, 1]")
     g.add_argument("--adv-step", type=float, default=0.01)
     g.add_argument("--adv-iters", type=_positive_int, default=40)
     g.add_argument("--adv-no-random-start", action="store_true")
-    g = p.add_argument_group("BANG (--method bang)")
-    g.add_argument("--bang-epsilon", type=float, default=None, help="exponent scale epsilon (paper: 0.78-0.86)")
-    g.add_argument("--bang-beta", type=float, default=None, help="gradient scale beta (paper: 0.4-1.6)")
-    g.add_argument("--bang-half-eps-misclassified", action="store_true", default=None,
-                   help="use epsilon / 2 for misclassified examples (the paper's CIFAR-10 setting)")
+
+
+def add_estimator_flags(p: argparse.ArgumentParser) -> None:
+    """One argument group per registered estimator with options; a flag shared by two is added once."""
+    seen = set()
+    for name in list_estimators():
+        entry = get_estimator(name)
+        fresh = [o for o in entry.options if o.flag not in seen]
+        if not fresh:
+            continue
+        g = p.add_argument_group(f"{name} (--method {name})", entry.description)
+        for o in fresh:
+            seen.add(o.flag)
+            if o.switch:
+                g.add_argument(o.flag, action="store_true", default=None, help=o.help)
+            else:
+                g.add_argument(o.flag, type=o.type, choices=o.choices, default=None, help=o.help)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -115,12 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits")
     add_data_flags(p)
     p.add_argument("--suite", default="clean,transfer,gradfree,corruption,voting",
-                   help="comma-separated: clean,whitebox,transfer,gradfree,corruption,voting,distortion")
+                   help=f"comma-separated: {','.join(list_suites())}")
     p.add_argument("--sources", nargs="*", default=[], help="exports that make the transfer attacks")
     p.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf radii")
-    p.add_argument("--attacks", default="fgsm,pgd", help="white-box eps-ball attacks (see evaluation.attacks)")
+    p.add_argument("--attacks", default="fgsm,pgd", help=f"white-box eps-ball attacks: {','.join(list_attacks())}")
     p.add_argument("--transfer-attacks", default="fgsm,pgd", help="attacks the sources make (e.g. fgsm,lbfgs)")
-    p.add_argument("--minimal-attacks", default="cw_l2,hotcold", help="minimal-perturbation attacks ('' for none)")
+    p.add_argument("--minimal-attacks", default=",".join(list_attacks(kind="minimal")),
+                   help="minimal-perturbation attacks ('' for none)")
+    p.add_argument("--corruptions", default=",".join(list_corruptions()),
+                   help="corruptions of the corruption suite (default: every registered one)")
     p.add_argument("--steps", type=_positive_int, default=20, help="iterations of iterative attacks")
     p.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts")
     p.add_argument("--step-size", type=float, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
@@ -139,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="keras-tuner search over a training recipe; exports the best model")
     p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
-    p.add_argument("--method", default="bp", help="bp, glr, bang or adv (backprop + PGD adversarial training)")
+    p.add_argument("--method", default="bp", choices=methods(),
+                   help="a registered estimator, or adv (backprop + PGD adversarial training)")
     p.add_argument("--objective", default="val_robust",
                    help="val_accuracy, val_noisy_vote, val_transfer or val_robust (mean of the three)")
     p.add_argument("--max-trials", type=_positive_int, default=10)
@@ -179,25 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-METHOD_FLAGS = {
-    "glr": {"replications": "replications", "estimator_noise": "distribution", "sigma": "sigma",
-            "baseline": "baseline", "antithetic": "antithetic", "layerwise": "layerwise", "qmc": "qmc"},
-    "bang": {"bang_epsilon": "epsilon", "bang_beta": "beta",
-             "bang_half_eps_misclassified": "half_epsilon_misclassified"},
-}
-
-
 def _method_args(args) -> dict:
-    """The method-specific flags that were given, as keyword arguments of the chosen estimator."""
-    out = {}
-    for method, names in METHOD_FLAGS.items():
-        given = {dest: getattr(args, flag) for flag, dest in names.items() if getattr(args, flag, None) is not None}
-        if given and args.method != method:
-            flags = ", ".join("--" + flag.replace("_", "-") for flag in names if getattr(args, flag, None) is not None)
-            raise UsageError(f"{flags} only apply to --method {method}")
-        if method == args.method:
-            out = given
-    return out
+    """The estimator flags that were given, as keyword arguments of the chosen estimator; a flag of
+    another estimator is refused, naming the methods it belongs to."""
+    mine = {o.dest: o.kwarg for o in get_estimator(args.method).options}
+    owners: dict[str, list[str]] = {}
+    for name in list_estimators():
+        for o in get_estimator(name).options:
+            owners.setdefault(o.dest, []).append(name)
+    foreign = [dest for dest in owners if dest not in mine and getattr(args, dest, None) is not None]
+    if foreign:
+        flags = ", ".join("--" + dest.replace("_", "-") for dest in foreign)
+        where = " or ".join(dict.fromkeys(m for dest in foreign for m in owners[dest]))
+        raise UserInputError(f"{flags} only apply to --method {where}")
+    return {kwarg: getattr(args, dest) for dest, kwarg in mine.items() if getattr(args, dest, None) is not None}
 
 
 def _adversarial(args) -> dict | None:
@@ -207,9 +232,7 @@ def _adversarial(args) -> dict | None:
             "random_start": not args.adv_no_random_start}
 
 
-def _train_config(args):
-    from training.run import TrainConfig
-
+def _train_config(args) -> TrainConfig:
     return TrainConfig(
         model=args.model, dataset=args.dataset, method=args.method, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
@@ -220,83 +243,68 @@ def _train_config(args):
         method_args=_method_args(args), adversarial=_adversarial(args))
 
 
-def _strategy(args):
-    import tensorflow as tf
-
+def _strategy(args) -> tf.distribute.Strategy | None:
     if args.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     if args.strategy == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise UsageError("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
+            raise UserInputError("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return None
 
 
-def cmd_train(args, argv) -> int:
-    from training.run import train
+def _numbers(flag: str, text: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserInputError(f"{flag} must be comma-separated numbers, got {text!r}") from None
 
+
+def _names(flag: str, text: str, allowed) -> list[str]:
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in chosen if v not in allowed]
+    if bad:
+        raise UserInputError(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return chosen
+
+
+def cmd_train(args, argv) -> int:
     meta = train(_train_config(args), argv=list(argv), strategy=_strategy(args))
     print(f"test accuracy {meta['metrics']['test_accuracy']:.4f}; exported to {args.out}")
     return 0
 
 
 def cmd_sweep(args, argv) -> int:
-    from training.run import sweep
-
-    try:
-        stddevs = [float(v) for v in args.train_stddevs.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--train-stddevs must be comma-separated numbers, got {args.train_stddevs!r}") from None
+    stddevs = _numbers("--train-stddevs", args.train_stddevs)
     for meta in sweep(_train_config(args), stddevs, argv=list(argv)):
         print(f"train_stddev {meta['training']['train_stddev']:g}: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from evaluation.harness import evaluate
-    from evaluation.report import write_report
-    from zoo.data import load_dataset
-
-    from evaluation.attacks import ATTACKS
-    from evaluation.harness import SUITES
-
-    def numbers(flag, text, kind=float):
-        try:
-            return [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise UsageError(f"{flag} must be comma-separated numbers, got {text!r}") from None
-
-    def names(flag, text, allowed):
-        chosen = [v.strip() for v in text.split(",") if v.strip()]
-        bad = [v for v in chosen if v not in allowed]
-        if bad:
-            raise UsageError(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
-        return chosen
-
-    suites = names("--suite", args.suite, SUITES)
+    suites = _names("--suite", args.suite, list_suites())
     if not 0 <= args.abstain_alpha < 1:
-        raise UsageError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
+        raise UserInputError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
     data = load_dataset(args.dataset, args.data_dir, args.download)
     x, y = data.x_test[:args.n], data.y_test[:args.n]
     result = evaluate(args.models, x, y, suites=suites, sources=args.sources, out=args.out,
-                      eps_list=numbers("--eps", args.eps), seed=args.seed,
-                      whitebox_attacks=names("--attacks", args.attacks, ATTACKS),
-                      transfer_attacks=names("--transfer-attacks", args.transfer_attacks, ATTACKS),
-                      minimal_attacks=names("--minimal-attacks", args.minimal_attacks, ("cw_l2", "hotcold")),
+                      eps_list=_numbers("--eps", args.eps), seed=args.seed,
+                      whitebox_attacks=_names("--attacks", args.attacks, list_attacks()),
+                      transfer_attacks=_names("--transfer-attacks", args.transfer_attacks, list_attacks()),
+                      minimal_attacks=_names("--minimal-attacks", args.minimal_attacks, list_attacks(kind="minimal")),
+                      corruptions=_names("--corruptions", args.corruptions, list_corruptions()),
                       steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
                       votes=args.predict_votes, infer_stddev=args.infer_stddev,
-                      stddevs=numbers("--stddevs", args.stddevs), votes_list=numbers("--votes", args.votes, int),
+                      stddevs=_numbers("--stddevs", args.stddevs), votes_list=_numbers("--votes", args.votes, int),
                       abstain_alpha=args.abstain_alpha or None)
     print(f"report: {write_report(result, args.out)}")
     return 0
 
 
 def cmd_models(args) -> int:
-    from zoo.registry import get_entry, list_models
-
     names = list_models(args.pattern)
     if not names:
-        raise UsageError(f"no model matches {args.pattern!r}; run 'glrzoo models' for all")
+        raise UserInputError(f"no model matches {args.pattern!r}; run 'glrzoo models' for all")
     width = max(map(len, names))
     for name in names:
         print(f"{name:<{width}}  {get_entry(name).description}")
@@ -304,8 +312,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from zoo.data import available
-
     if args.data_dir:
         os.environ["GLRZOO_DATA_DIR"] = args.data_dir
     for row in available():
@@ -314,21 +320,11 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_tune(args, argv) -> int:
-    import dataclasses
-    from pathlib import Path
-
-    from training.run import TrainConfig, train
-    from training.tuning import METHODS, OBJECTIVES, ZooHyperModel, tune
-    from zoo.data import load_dataset
-    from zoo.export import update_metadata
-
-    if args.method not in METHODS:
-        raise UsageError(f"--method {args.method!r} cannot be tuned; choose one of {', '.join(METHODS)}")
     if args.objective not in OBJECTIVES:
-        raise UsageError(f"unknown --objective {args.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        raise UserInputError(f"unknown --objective {args.objective!r}; choose one of {', '.join(OBJECTIVES)}")
     out = Path(args.out)
     if (out / "metadata.json").exists() and not args.overwrite:
-        raise UsageError(f"{out} already holds an export; pass --overwrite or choose another --out")
+        raise UserInputError(f"{out} already holds an export; pass --overwrite or choose another --out")
     data = load_dataset(args.dataset, args.data_dir, args.download).subset(args.train_limit, None)
     base = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                        activation=args.activation, model_args=args.model_args, seed=args.seed, verbose=0)
@@ -348,12 +344,10 @@ def cmd_tune(args, argv) -> int:
 
 
 def cmd_pretrained(args) -> int:
-    from zoo import pretrained
-
     if args.action == "list":
         names = pretrained.list_pretrained(args.root)
         if not names:
-            raise UsageError(f"no pretrained models under {args.root or pretrained.pretrained_root()}")
+            raise UserInputError(f"no pretrained models under {args.root or pretrained.pretrained_root()}")
         for name in names:
             meta = pretrained.describe(name, args.root)
             print(f"{name:<28} {meta['architecture']['name']:<12} {meta['dataset']['name']:<14} "
@@ -363,7 +357,7 @@ def cmd_pretrained(args) -> int:
         print(f"wrote {pretrained.write_readme(args.root)}")
         return 0
     if not args.name:
-        raise UsageError(f"'glrzoo pretrained {args.action}' needs a NAME; 'glrzoo pretrained list' shows them")
+        raise UserInputError(f"'glrzoo pretrained {args.action}' needs a NAME; 'glrzoo pretrained list' shows them")
     if args.action == "verify":
         pretrained.load_pretrained(args.name, args.root)
         print(f"{args.name}: every file matches its sha256")
@@ -375,10 +369,6 @@ def cmd_pretrained(args) -> int:
 
 
 def cmd_serve_config(args) -> int:
-    from pathlib import Path
-
-    from zoo.serving import write_models_config
-
     out = Path(args.out) if args.out else Path(args.root) / "models.config"
     path = write_models_config(args.root, out, base=args.base, policy=args.policy)
     print(f"wrote {path}; start the server with:\n  tensorflow_model_server --port=8500 --rest_api_port=8501 "
@@ -387,10 +377,15 @@ def cmd_serve_config(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from evaluation.demo import run_demo
-
     run_demo(args.out, quick=args.quick)
     return 0
+
+
+COMMANDS = {  # name -> (function, whether it takes argv: train, sweep and tune record it in the metadata)
+    "train": (cmd_train, True), "sweep": (cmd_sweep, True), "evaluate": (cmd_evaluate, False),
+    "models": (cmd_models, False), "datasets": (cmd_datasets, False), "demo": (cmd_demo, False),
+    "tune": (cmd_tune, True), "pretrained": (cmd_pretrained, False), "serve-config": (cmd_serve_config, False),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -400,25 +395,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed one usage line and the error
         return int(e.code or 0)
+    command, takes_argv = COMMANDS[args.command]
     try:
-        commands = {"train": lambda: cmd_train(args, argv), "sweep": lambda: cmd_sweep(args, argv),
-                    "evaluate": lambda: cmd_evaluate(args), "models": lambda: cmd_models(args),
-                    "datasets": lambda: cmd_datasets(args), "demo": lambda: cmd_demo(args),
-                    "tune": lambda: cmd_tune(args, argv), "pretrained": lambda: cmd_pretrained(args),
-                    "serve-config": lambda: cmd_serve_config(args)}
-        if args.command in commands:
-            return commands[args.command]()
-    except (UsageError, ValueError, FileExistsError, FileNotFoundError) as e:
+        return command(args, argv) if takes_argv else command(args)
+    except UserInputError as e:
         print(f"glrzoo: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        from training.run import TrainingDiverged
-        if not isinstance(e, TrainingDiverged):
-            raise
+    except TrainingDiverged as e:  # not a bug and not bad input: one line naming the step and the fix
         print(f"glrzoo: error: {e}", file=sys.stderr)
         return 1
-    parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,391 @@
+"""The evaluation suites, one function each, registered by name and run by :func:`evaluation.harness.evaluate`.
+
+A suite is ``fn(ctx: SuiteContext) -> None``: it reads the loaded models, the test points and the
+settings from ``ctx``, and adds keyed rows with ``ctx.add`` (a row whose key is already done is
+skipped, so an interrupted run resumes). A new suite is one decorated function in any module of
+``evaluation/``::
+
+    @register_suite("my_suite", note="What the rows mean, for report.md.")
+    def my_suite(ctx: SuiteContext) -> None:
+        for name, model in ctx.models.items():
+            ...
+
+``pixels=True`` marks suites that clip to [0, 1] pixels and ``images=True`` those that need
+``[N, H, W, C]`` images (both refused up front for other data); ``blackbox=True`` marks suites
+whose accuracy a white-box attack should never exceed (a gradient-masking check).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from evaluation.attacks import attack, blank_gradient_fraction, flat_probe_fraction, list_attacks, logits_fn
+from evaluation.corruptions import corrupt, get_corruption, mean_corruption_accuracy
+from evaluation.distortion import changed_fraction, common_correct
+from evaluation.metrics import accuracy_row
+from evaluation.pass_score import mean_pass
+from evaluation.surrogate import has_step_activations, smoothed_model
+from zoo.errors import UserInputError
+from zoo.export import load_model
+from zoo.noise import noise_settings
+from zoo.registry import import_submodules
+from zoo.voting import smoothed_predict, vote_counts
+
+if TYPE_CHECKING:
+    from evaluation.harness import Evaluation
+
+MEAN_EQ6 = "mean (eq. 6)"  # the GLR authors' summary over their four corruptions (Li et al. 2021, eq. 6)
+MEAN_ALL = "mean (all)"  # the same mean over every corruption that ran
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteSettings:
+    """The knobs of :func:`evaluation.harness.evaluate` (see its docstring); one object, shared by every suite."""
+
+    sources: tuple[str, ...] = ()
+    eps_list: tuple[float, ...] = (0.1, 0.2, 0.3)
+    whitebox_attacks: tuple[str, ...] = ("fgsm", "pgd")
+    transfer_attacks: tuple[str, ...] = ("fgsm", "pgd")
+    minimal_attacks: tuple[str, ...] = ("cw_l2", "hotcold")
+    corruptions: tuple[str, ...] = ()
+    steps: int = 20
+    restarts: int = 1
+    step_size: float | None = None
+    eot: int = 20
+    votes: int = 20  # noisy passes voted on for every prediction of a model with inference noise
+    stddevs: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    votes_list: tuple[int, ...] = (1, 5, 10, 20)  # the voting suite's grid (not the prediction votes above)
+    vote_repeats: int = 3
+    abstain_alpha: float | None = 0.05
+    distortion_stddevs: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
+    distortion_per_class: int = 10
+    distortion_draws: int = 100
+    pass_limit: int = 50
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class SuiteContext:
+    """What every suite reads and writes: the models, the test points, the settings and the rows.
+
+    Attributes:
+        models: ``{export name: loaded model}`` (inference noise already set as asked).
+        model_dirs: the export directories, in the order given.
+        x, y: test points ``[N, ...]`` and labels ``[N]``.
+        settings: :class:`SuiteSettings`.
+        ev: the row store (:class:`evaluation.harness.Evaluation`): ``done``, ``add``, ``counters``.
+    """
+
+    models: dict[str, keras.Model]
+    model_dirs: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    settings: SuiteSettings
+    ev: Evaluation
+    _clean: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def done(self, key: str) -> bool:
+        return self.ev.done(key) is not None
+
+    def add(self, row: dict) -> dict:
+        return self.ev.add(row)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.ev.counters[counter] += n
+
+    def predict(self, model: keras.Model, images: np.ndarray, batch: int = 1000) -> np.ndarray:
+        """Predicted classes: noise-free, or the vote of ``settings.votes`` noisy passes if the model's
+        inference noise is on."""
+        return predict_classes(model, images, self.settings.votes, batch)
+
+    def clean_pred(self, name: str, model: keras.Model) -> np.ndarray:
+        """Each model's predictions on the clean ``x``, computed once and shared by every suite."""
+        if name not in self._clean:
+            self.count("model_passes")
+            self._clean[name] = self.predict(model, self.x)
+        return self._clean[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteEntry:
+    """A registered suite: its function, the note that heads its report section, and what it needs."""
+
+    name: str
+    run: Callable[[SuiteContext], None]
+    note: str
+    pixels: bool = False
+    images: bool = False
+    blackbox: bool = False
+
+
+SUITES: dict[str, SuiteEntry] = {}
+
+
+def register_suite(name: str, *, note: str = "", pixels: bool = False, images: bool = False, blackbox: bool = False):
+    """Decorator: register ``fn(ctx: SuiteContext) -> None`` as suite ``name`` (see the module docstring)."""
+    def decorator(fn):
+        if name in SUITES:
+            raise ValueError(f"suite {name!r} is already registered")
+        SUITES[name] = SuiteEntry(name, fn, note, pixels, images, blackbox)
+        return fn
+    return decorator
+
+
+def list_suites(pattern: str = "*") -> list[str]:
+    """Registered suite names matching ``pattern``, in registration order (the report's section order)."""
+    import_submodules("evaluation")
+    return [name for name in SUITES if fnmatch.fnmatch(name, pattern)]
+
+
+def get_suite(name: str) -> SuiteEntry:
+    """The registered suite ``name``; :class:`UserInputError` naming the choices otherwise."""
+    import_submodules("evaluation")
+    if name not in SUITES:
+        raise UserInputError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def predict_classes(model, x, votes: int = 1, batch: int = 1000) -> np.ndarray:
+    """Predictions in inference mode: noise-free if the model's infer stddev is 0, else the
+    majority of ``votes`` noisy passes (one batched call per chunk)."""
+    noisy = noise_settings(model)["infer_stddev"] > 0
+    out = []
+    for i in range(0, len(x), batch):
+        xb = tf.constant(x[i:i + batch])
+        if noisy:
+            out.append(tf.argmax(vote_counts(model, xb, votes), -1).numpy())
+        else:
+            out.append(tf.argmax(model(xb, training=False), -1).numpy())
+    return np.concatenate(out) if out else np.zeros([0], np.int64)
+
+
+def attack_correct(name, fn, x, y, pred_clean, eps, **kwargs) -> np.ndarray:
+    """``x`` with only the points ``pred_clean`` gets right attacked; the others are already wrong,
+    so attacking them is wasted work (AutoAttack's saving, Croce and Hein 2020)."""
+    idx = np.flatnonzero(pred_clean == y)
+    adv = x.copy()
+    if len(idx):
+        adv[idx] = attack(name, fn, x[idx], y[idx], eps, **kwargs).numpy()
+    return adv
+
+
+def attack_row(name, suite, attack_name, x, y, adv, pred_adv, settings, source=None, pred_clean=None,
+               pass_limit: int = 0) -> dict:
+    """Accuracy on ``adv``; success rate = share of the points classified correctly on clean input
+    that the attack flips; L2 / L-inf sizes of those successful perturbations, and their mean PASS
+    (over the first ``pass_limit`` of them; 0 skips it)."""
+    n = len(y)
+    correct = int(np.sum(pred_adv == y))
+    delta = (adv - x).reshape(n, -1)
+    was_right = np.ones(n, bool) if pred_clean is None else pred_clean == y
+    fooled = (pred_adv != y) & was_right
+    row = {"model": name, "suite": suite, "attack": attack_name, **settings, "source": source,
+           **accuracy_row(correct, n), "success_rate": float(fooled.sum() / max(was_right.sum(), 1)),
+           "mean_l2": float(np.linalg.norm(delta[fooled], axis=1).mean()) if fooled.any() else 0.0,
+           "mean_linf": float(np.abs(delta[fooled]).max(axis=1).mean()) if fooled.any() else 0.0}
+    if pass_limit:
+        row["mean_pass"] = mean_pass(adv[fooled], x[fooled], pass_limit)
+    return row
+
+
+@register_suite("clean")
+def clean_suite(ctx: SuiteContext) -> None:
+    """Clean accuracy, with the gradient-masking probes: the share of inputs with an exactly zero loss
+    gradient and the share of small random probes that leave the output unchanged."""
+    x, y, seed = ctx.x, ctx.y, ctx.settings.seed
+    for name, model in ctx.models.items():
+        key = f"{name}|clean"
+        if ctx.done(key):
+            continue
+        pred = ctx.clean_pred(name, model)
+        ctx.add({"key": key, "model": name, "suite": "clean", **accuracy_row(int(np.sum(pred == y)), len(y)),
+                 "blank_gradient_fraction": blank_gradient_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500]),
+                 "flat_probe_fraction": flat_probe_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500], seed=seed)})
+
+
+@register_suite("whitebox", pixels=True,
+                note="Gradient attacks on the model itself (EOT over noise draws for noisy models). Rows without eps "
+                     "are minimal-perturbation attacks: read success with the size and PASS of the change. "
+                     "`pgd_smoothed` and `lr_pgd` attack step-activation nets through a usable gradient.")
+def whitebox_suite(ctx: SuiteContext) -> None:
+    """Eps-ball attacks on each model's own gradient (EOT for noisy models), plus, for step nets, the
+    registered ``surrogate`` attacks and PGD on the smooth stand-in; then the minimal attacks."""
+    s, x, y = ctx.settings, ctx.x, ctx.y
+    for name, model in ctx.models.items():
+        noisy = noise_settings(model)["infer_stddev"] > 0
+        eot = s.eot if noisy else 1
+        fn = logits_fn(model, eot=eot)
+        pred_clean = ctx.clean_pred(name, model)
+        plan = [(att, fn, att) for att in s.whitebox_attacks]
+        if has_step_activations(model):  # zero gradients a.e.: give the attacker a usable gradient
+            plan += [("pgd_smoothed", logits_fn(smoothed_model(model), eot=eot), "pgd")]
+            plan += [(att, fn, att) for att in list_attacks(gradient="surrogate") if att not in s.whitebox_attacks]
+        for eps in s.eps_list:
+            for label, attack_fn, att in plan:
+                key = f"{name}|whitebox|{label}|{eps}"
+                if ctx.done(key):
+                    continue
+                adv = attack(att, attack_fn, x, y, eps, steps=s.steps, step_size=s.step_size, restarts=s.restarts,
+                             seed=s.seed).numpy()
+                ctx.count("attack_runs")
+                ctx.add({"key": key, **attack_row(name, "whitebox", label, x, y, adv, ctx.predict(model, adv),
+                                                  {"eps": eps, "norm": "inf", "steps": s.steps, "eot": eot},
+                                                  pred_clean=pred_clean)})
+        for att in s.minimal_attacks:
+            key = f"{name}|whitebox|{att}"
+            if ctx.done(key):
+                continue
+            adv = attack_correct(att, fn, x, y, pred_clean, np.inf, steps=s.steps, seed=s.seed)
+            ctx.count("attack_runs")
+            ctx.add({"key": key, **attack_row(name, "whitebox", att, x, y, adv, ctx.predict(model, adv),
+                                              {"eps": None, "norm": "2" if att == "cw_l2" else "inf", "eot": eot},
+                                              pred_clean=pred_clean, pass_limit=s.pass_limit)})
+
+
+@register_suite("transfer", pixels=True, blackbox=True,
+                note="Adversarial examples made on the source, kept only where the source was right, fed to each "
+                     "target.")
+def transfer_suite(ctx: SuiteContext) -> None:
+    """Examples made once per source (default: every evaluated model) and attack, from the points the
+    source gets right (the GLR authors' protocol), fed to every other model."""
+    s, x, y, models = ctx.settings, ctx.x, ctx.y, ctx.models
+    for src_dir in list(s.sources) or list(ctx.model_dirs):
+        src_name = Path(src_dir).name
+        src = models.get(src_name) or load_model(src_dir)
+        keep = ctx.clean_pred(src_name, src) == y
+        xs, ys = x[keep], y[keep]
+        for att in s.transfer_attacks:
+            for eps in s.eps_list:
+                keys = {name: f"{name}|transfer|{src_name}|{att}|{eps}" for name in models if name != src_name}
+                if all(ctx.done(k) for k in keys.values()):
+                    continue
+                adv = attack(att, logits_fn(src, stddev=0.0), xs, ys, eps, steps=s.steps, step_size=s.step_size,
+                             restarts=s.restarts, seed=s.seed).numpy()
+                ctx.count("attack_runs")
+                for name, key in keys.items():
+                    if ctx.done(key):
+                        continue
+                    target = models[name]
+                    ctx.count("model_passes", 2)
+                    noisy = noise_settings(target)["infer_stddev"] > 0
+                    ctx.add({"key": key, **attack_row(name, "transfer", att, xs, ys, adv, ctx.predict(target, adv),
+                                                      {"eps": eps, "norm": "inf", "steps": s.steps,
+                                                       "restarts": s.restarts, "step_size": s.step_size,
+                                                       "votes": s.votes if noisy else None},
+                                                      source=src_name, pred_clean=ctx.predict(target, xs))})
+
+
+@register_suite("gradfree", pixels=True, blackbox=True,
+                note="SPSA: never uses the model's gradient, so blank gradients cannot stop it; a model whose output "
+                     "is flat under small probes (step activations) starves it too, and is marked.")
+def gradfree_suite(ctx: SuiteContext) -> None:
+    """Every registered query-only attack (``gradient="none"``: SPSA) on the points each model gets right."""
+    s, x, y = ctx.settings, ctx.x, ctx.y
+    for name, model in ctx.models.items():
+        for att in list_attacks(gradient="none"):
+            for eps in s.eps_list:
+                key = f"{name}|gradfree|{att}|{eps}"
+                if ctx.done(key):
+                    continue
+                pred = ctx.clean_pred(name, model)
+                adv = attack_correct(att, logits_fn(model), x, y, pred, eps, steps=s.steps, seed=s.seed)
+                ctx.count("attack_runs")
+                ctx.add({"key": key, **attack_row(name, "gradfree", att, x, y, adv, ctx.predict(model, adv),
+                                                  {"eps": eps, "norm": "inf", "steps": s.steps}, pred_clean=pred)})
+
+
+@register_suite("corruption", images=True)
+def corruption_suite(ctx: SuiteContext) -> None:
+    """Every chosen corruption (default: every registered one) at severities 1-5, each corrupted set
+    made once and fed to every model; then the mean over the GLR authors' four (eq. 6 of Li et al.
+    2021) and, when others ran too, the mean over all of them."""
+    x, y, models = ctx.x, ctx.y, ctx.models
+    for cname in ctx.settings.corruptions:
+        for severity in range(1, 6):
+            keys = {name: f"{name}|corruption|{cname}|{severity}" for name in models}
+            if all(ctx.done(k) for k in keys.values()):
+                continue
+            xc = corrupt(x, cname, severity, ctx.settings.seed)
+            for name, key in keys.items():
+                if not ctx.done(key):
+                    pred = ctx.predict(models[name], xc)
+                    ctx.add({"key": key, "model": name, "suite": "corruption", "corruption": cname,
+                             "severity": severity, **accuracy_row(int(np.sum(pred == y)), len(y))})
+    for name in models:
+        accs = {(r["corruption"], r["severity"]): r["accuracy"] for r in ctx.ev.rows
+                if r["model"] == name and r["suite"] == "corruption" and r.get("severity")}
+        paper = {k: v for k, v in accs.items() if get_corruption(k[0]).paper}
+        for label, suffix, chosen in ((MEAN_EQ6, "mean", paper), (MEAN_ALL, "mean_all", accs if len(accs) > len(paper) else {})):
+            key = f"{name}|corruption|{suffix}"
+            if chosen and not ctx.done(key):
+                ctx.add({"key": key, "model": name, "suite": "corruption", "corruption": label,
+                         "n": len(y), "accuracy": mean_corruption_accuracy(chosen), "ci95": None})
+
+
+@register_suite("voting",
+                note="Noisy inference, majority vote; mean over repeats with its spread. Abstention: "
+                     "randomized-smoothing binomial test (answered & right = correct and not abstained, over all "
+                     "points).")
+def voting_suite(ctx: SuiteContext) -> None:
+    """Accuracy over the grid of inference stddevs x vote counts (each cell repeated), with
+    randomized-smoothing abstention (Cohen et al. 2019) when ``abstain_alpha`` is set."""
+    s, x, y = ctx.settings, ctx.x, ctx.y
+    for name, model in ctx.models.items():
+        noise = noise_settings(model)
+        for stddev in s.stddevs:
+            for grid_votes in s.votes_list:
+                key = f"{name}|voting|{stddev}|{grid_votes}"
+                if ctx.done(key) or (stddev == 0 and grid_votes > 1):
+                    continue
+                accs, abstain, kept_acc = [], [], []
+                for _ in range(s.vote_repeats if stddev > 0 else 1):
+                    counts = vote_counts(model, tf.constant(x), grid_votes, stddev).numpy()  # all votes in one call
+                    ctx.count("model_passes", grid_votes)
+                    accs.append(float(np.mean(counts.argmax(-1) == y)))
+                    if s.abstain_alpha is not None and grid_votes > 1:
+                        pred = smoothed_predict(counts, s.abstain_alpha)
+                        abstain.append(float(np.mean(pred < 0)))
+                        kept_acc.append(float(np.mean(pred == y)))
+                row = accuracy_row(int(round(np.mean(accs) * len(y))), len(y))
+                extra = {}
+                if abstain:
+                    extra = {"abstain_alpha": s.abstain_alpha, "abstain_rate": float(np.mean(abstain)),
+                             "smoothed_accuracy": float(np.mean(kept_acc))}
+                ctx.add({"key": key, "model": name, "suite": "voting", "stddev": stddev, "votes": grid_votes,
+                         "noise": noise["noise"], "train_stddev": noise["train_stddev"], **row,
+                         "accuracy": float(np.mean(accs)), "spread": float(np.std(accs)), "repeats": len(accs),
+                         **extra})
+
+
+@register_suite("distortion", pixels=True,
+                note="BANG's random-distortion test: points every model gets right, Gaussian noise of the given "
+                     "stddev, share of copies whose class changes (accuracy column = 1 - that; CI over images).")
+def distortion_suite(ctx: SuiteContext) -> None:
+    """BANG's random-distortion test (Rozsa, Gunther and Boult 2016, section 4): many Gaussian copies
+    of points every model gets right; the share whose predicted class changes. Noisy models predict
+    by the vote of ``settings.votes`` passes, as everywhere else."""
+    s, x, y = ctx.settings, ctx.x, ctx.y
+    preds = {name: ctx.clean_pred(name, model) for name, model in ctx.models.items()}
+    idx = common_correct(preds, y, s.distortion_per_class)
+    for name, model in ctx.models.items():
+        for stddev in s.distortion_stddevs:
+            key = f"{name}|distortion|{stddev}"
+            if ctx.done(key) or not len(idx):
+                continue
+            rate, se = changed_fraction(lambda im, m=model: ctx.predict(m, im, batch=4096), x[idx], stddev,
+                                        s.distortion_draws, s.seed)
+            ctx.count("model_passes", s.distortion_draws)
+            ctx.add({"key": key, "model": name, "suite": "distortion", "corruption": "gaussian (BANG test)",
+                     "stddev": stddev, "draws": s.distortion_draws, "n": int(len(idx)), "changed_rate": rate,
+                     "accuracy": 1.0 - rate,
+                     "ci95": [max(0.0, 1 - rate - 1.96 * se), min(1.0, 1 - rate + 1.96 * se)]})
+
+
+__all__ = ["SUITES", "SuiteContext", "SuiteEntry", "SuiteSettings", "get_suite", "list_suites", "predict_classes",
+           "register_suite"]
