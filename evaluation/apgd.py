@@ -36,11 +36,9 @@ the majority vote of those passes is wrong.
 classified correctly, and keeps per point the first successful adversarial example (the worst case
 over the attacks). The FAB-T and Square members of AutoAttack standard are not included here.
 
-Registering (see :data:`ATTACKS` and :func:`run_attack`)::
-
-    from evaluation import apgd
-    for name in apgd.ATTACKS:                       # "apgd_ce", "apgd_dlr", "autoattack"
-        registry.register(name, functools.partial(apgd.run_attack, name))
+Registry: nothing is registered on import. :func:`register` adds ``apgd_ce``, ``apgd_dlr``
+(targeted) and ``autoattack`` to :mod:`evaluation.attacks`'s registry (kind ``ball``, gradient
+``model``); call it once, e.g. at the bottom of this module or of :mod:`evaluation.suites`.
 """
 from __future__ import annotations
 
@@ -52,6 +50,8 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+
+from zoo.errors import UserInputError
 
 ATTACKS = ("apgd_ce", "apgd_dlr", "autoattack")
 LOSSES = ("ce", "dlr", "dlr_targeted")
@@ -68,7 +68,7 @@ def checkpoints(n_iter: int, p1: float = 0.22, decrease: float = 0.03, min_lengt
     it is ``[0, 22, 41, 57, 70, 80, 87, 93, 99]``.
     """
     if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        raise UserInputError(f"n_iter must be >= 1, got {n_iter}")
     p = [0.0, p1]
     while True:
         nxt = p[-1] + max(p[-1] - p[-2] - decrease, min_length)
@@ -142,11 +142,15 @@ class _Engine:
 
     def __init__(self, model, loss: str, eot_samples: int = 1):
         if loss not in _LOSS_FNS:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+            raise UserInputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         if eot_samples < 1:
-            raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
-        # a Keras model is held weakly: engines are cached per model (see _engine) and must not keep it alive
-        self._model = weakref.ref(model) if isinstance(model, keras.layers.Layer) else (lambda: model)
+            raise UserInputError(f"eot_samples must be >= 1, got {eot_samples}")
+        # held weakly where possible: engines are cached per model (see _engine) and must not keep it
+        # alive; every caller holds the model itself while it uses the engine
+        try:
+            self._model = weakref.ref(model)
+        except TypeError:
+            self._model = lambda: model
         self.loss_fn = _LOSS_FNS[loss]
         self.eot = int(eot_samples)
         self.shape = None
@@ -159,11 +163,7 @@ class _Engine:
         img = tf.TensorSpec([None, *shape], tf.float32)
         vec = tf.TensorSpec([None], tf.float32)
         lab = tf.TensorSpec([None], tf.int32)
-        flag = tf.TensorSpec([None], tf.bool)
         scalar = tf.TensorSpec([], tf.float32)
-        state = {"x": img, "x_prev": img, "grad": img, "loss": vec, "eta": vec, "x_best": img, "loss_best": vec,
-                 "grad_best": img, "x_adv": img, "found": flag, "count": vec, "reduced_last": flag,
-                 "loss_best_last": vec}
         self.evaluate = tf.function(self._evaluate, input_signature=[img, lab, lab])
         self.loop = tf.function(self._loop, input_signature=[img, img, lab, lab, scalar, scalar, scalar, vec])
         self.logits = tf.function(self._mean_logits, input_signature=[img])
@@ -267,18 +267,22 @@ class _Engine:
                          tf.constant(lengths))
 
 
-_ENGINES: "weakref.WeakKeyDictionary[keras.layers.Layer, dict]" = weakref.WeakKeyDictionary()
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _engine(model, loss: str, eot_samples: int) -> _Engine:
-    """The engine of ``(model, loss, eot_samples)``; cached per Keras model (weakly, so the cache
-    dies with the model), so repeated attacks on one model trace their graphs once. Not cached
-    inside a :func:`zoo.noise_context.noise_override` block, which is read when a graph is traced."""
+    """The engine of ``(model, loss, eot_samples)``, cached per model (a Keras model or any callable
+    that takes weak references; the entry dies with the model), so repeated attacks on one model
+    trace their graphs once. Not cached inside a :func:`zoo.noise_context.noise_override` block,
+    which is read when a graph is traced."""
     from zoo.noise_context import current_override
 
-    if not isinstance(model, keras.layers.Layer) or current_override() is not None:
+    if current_override() is not None:
         return _Engine(model, loss, eot_samples)
-    per_model = _ENGINES.setdefault(model, {})
+    try:
+        per_model = _ENGINES.setdefault(model, {})
+    except TypeError:  # not weakly referenceable or not hashable
+        return _Engine(model, loss, eot_samples)
     key = (loss, int(eot_samples))
     if key not in per_model:
         per_model[key] = _Engine(model, loss, eot_samples)
@@ -287,15 +291,15 @@ def _engine(model, loss: str, eot_samples: int) -> _Engine:
 
 def _check_inputs(x, y, eps: float, norm) -> tuple[np.ndarray, np.ndarray]:
     if norm not in ("inf", "linf", np.inf):
-        raise ValueError(f"APGD here is L-inf only; got norm {norm!r}")
+        raise UserInputError(f"APGD here is L-inf only; got norm {norm!r}")
     if not (eps >= 0 and np.isfinite(eps)):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        raise UserInputError(f"eps must be finite and >= 0, got {eps}")
     x = np.asarray(x, np.float32)
     y = np.asarray(y).astype(np.int32)
     if x.size and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"inputs must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]")
+        raise UserInputError(f"inputs must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]")
     if len(x) != len(y):
-        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+        raise UserInputError(f"{len(x)} inputs but {len(y)} labels")
     return x, y
 
 
@@ -306,7 +310,7 @@ def _targets(engine: _Engine, x: np.ndarray, y: np.ndarray, n_target_classes: in
     z = np.concatenate([engine.logits(tf.constant(x[i:i + batch_size])).numpy()
                         for i in range(0, len(x), batch_size)]).astype(np.float64)
     if z.shape[1] < 4:
-        raise ValueError(f"targeted DLR needs at least 4 classes, the model has {z.shape[1]}")
+        raise UserInputError(f"targeted DLR needs at least 4 classes, the model has {z.shape[1]}")
     z[np.arange(len(z)), y] = -np.inf
     return np.argsort(-z, axis=1, kind="stable")[:, :min(n_target_classes, z.shape[1] - 1)].astype(np.int32)
 
@@ -454,7 +458,7 @@ def autoattack(model: Model, x, y, eps: float, *, version: str = "standard", n_i
         :class:`AutoAttackResult`; ``adv`` lies in the eps ball around ``x`` and in [0, 1].
     """
     if version not in ("standard", "rand"):
-        raise ValueError(f"version must be 'standard' or 'rand', got {version!r}")
+        raise UserInputError(f"version must be 'standard' or 'rand', got {version!r}")
     x, y = _check_inputs(x, y, eps, norm)
     if eot_samples is None:
         eot_samples = 20 if version == "rand" else 1
@@ -463,7 +467,7 @@ def autoattack(model: Model, x, y, eps: float, *, version: str = "standard", n_i
     losses = {"apgd_ce": "ce", "apgd_t": "dlr_targeted", "apgd_dlr": "dlr"}
     unknown = set(members) - set(losses)
     if unknown:
-        raise ValueError(f"unknown ensemble member(s) {sorted(unknown)}; choose from {', '.join(losses)}")
+        raise UserInputError(f"unknown ensemble member(s) {sorted(unknown)}; choose from {', '.join(losses)}")
     predict = predict or vote_predictor(model, eot_samples, batch_size)
     clean_correct = predict(x) == y if len(x) else np.zeros(0, bool)
     robust = clean_correct.copy()
@@ -502,16 +506,24 @@ def autoattack(model: Model, x, y, eps: float, *, version: str = "standard", n_i
 
 
 # --------------------------------------------------------------------------- registry adapter
+DESCRIPTIONS = {
+    "apgd_ce": "APGD-CE: step-size schedule, momentum, restarts (Croce and Hein 2020)",
+    "apgd_dlr": "APGD-T: targeted DLR loss, 9 target classes (Croce and Hein 2020)",
+    "autoattack": "worst case of APGD-CE and APGD-T per point, only on points still correct (Croce and Hein 2020)",
+}
+
+
 def run_attack(name: str, fn: Model, x, y, eps: float, norm="inf", steps: int = 100, restarts: int = 1,
                seed: int = 0, eot: int = 1, batch_size: int = 500, **unused) -> tf.Tensor:
-    """Adapter with the calling convention of :func:`evaluation.attacks.attack`:
-    ``(fn, x, y, eps, norm, steps, restarts, seed)`` -> adversarial ``x`` (``tf.float32``).
+    """Run ``name`` (one of :data:`ATTACKS`) with the keywords of :func:`evaluation.attacks.attack`:
+    ``(fn, x, y, eps, norm, steps, restarts, seed)`` -> adversarial ``x`` ``[N, ...]`` (``tf.float32``).
 
-    ``steps`` is APGD's ``n_iter`` (use 100 for the reference number), ``restarts`` its
-    ``n_restarts``, ``eot`` its ``eot_samples``. Pass ``fn`` as a single stochastic pass (e.g.
-    ``logits_fn(model)``, not ``logits_fn(model, eot=20)``) so that EOT averages gradients here.
-    Other keyword arguments of the old signature (``step_size``, ``spsa_*``) do not apply to the
-    parameter-free APGD and are ignored.
+    ``steps`` is APGD's ``n_iter`` (100 for AutoAttack's reference number), ``restarts`` its
+    ``n_restarts``, ``eot`` its ``eot_samples``. With ``eot > 1``, pass ``fn`` as one stochastic
+    pass (``logits_fn(model)``) so EOT averages gradients here; a ``fn`` that already averages the
+    logits of several passes (``logits_fn(model, eot=20)``) is EOT too, with ``eot=1`` here.
+    Keywords of other attacks (``step_size``, ``spsa_*``) do not apply to parameter-free APGD and
+    are ignored.
     """
     kwargs = dict(n_iter=steps, n_restarts=restarts, seed=seed, eot_samples=eot, batch_size=batch_size, norm=norm)
     if name == "apgd_ce":
@@ -520,4 +532,29 @@ def run_attack(name: str, fn: Model, x, y, eps: float, norm="inf", steps: int = 
         return apgd_dlr(fn, x, y, eps, targeted=True, **kwargs)
     if name == "autoattack":
         return tf.constant(autoattack(fn, x, y, eps, **kwargs).adv)
-    raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    raise UserInputError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+
+
+def registry_run(name: str) -> Callable:
+    """``run(fn, x, y, settings) -> adversarial x``, the signature of
+    :class:`evaluation.attacks.AttackEntry`, for attack ``name``: ``settings.steps`` iterations,
+    ``settings.restarts`` restarts, ``settings.seed``; L-inf only (``settings.order`` inf)."""
+    def run(fn, x, y, settings) -> tf.Tensor:
+        if settings.order != np.inf:
+            raise UserInputError(f"{name} is an L-inf attack; got norm {settings.order}")
+        return run_attack(name, fn, np.asarray(x), np.asarray(y), settings.eps, steps=settings.steps,
+                          restarts=settings.restarts, seed=settings.seed)
+
+    run.__doc__ = DESCRIPTIONS[name]
+    return run
+
+
+def register() -> None:
+    """Add :data:`ATTACKS` to :mod:`evaluation.attacks`'s registry (kind ``ball``, gradient
+    ``model``); a no-op for names already there."""
+    from evaluation.attacks import ATTACKS as REGISTRY
+    from evaluation.attacks import register_attack
+
+    for name in ATTACKS:
+        if name not in REGISTRY:
+            register_attack(name, kind="ball", gradient="model", description=DESCRIPTIONS[name])(registry_run(name))

@@ -135,7 +135,9 @@ def test_ball_and_box_by_construction():
 
 
 def test_targets_are_the_other_classes_by_clean_logit():
-    model = lambda x: tf.constant([[0.0, 5.0, 1.0, 3.0, 4.0, 2.0]]) + 0.0 * tf.reduce_sum(x, [1, 2, 3])[:, None]
+    def model(x):
+        return tf.constant([[0.0, 5.0, 1.0, 3.0, 4.0, 2.0]]) + 0.0 * tf.reduce_sum(x, [1, 2, 3])[:, None]
+
     x = np.zeros((1, 2, 2, 1), np.float32)
     t = _targets(_Engine(model, "dlr_targeted"), x, np.array([1]), 9, 10)
     assert t.tolist() == [[4, 3, 5, 2, 0]]  # top other classes, never the label, capped at K - 1
@@ -152,7 +154,9 @@ def test_eot_averages_gradients_of_noisy_passes(undefended):
             return [engine.evaluate(xb, yb, yb)[1].numpy() for _ in range(2)]
         one, many = grads(1), grads(64)
         # two independent gradient estimates agree far better with 64 passes averaged
-        spread = lambda g: np.abs(g[0] - g[1]).mean() / np.abs(g[0]).mean()
+        def spread(g):
+            return np.abs(g[0] - g[1]).mean() / np.abs(g[0]).mean()
+
         assert spread(many) < spread(one) / 3, (spread(many), spread(one))
     finally:
         zoo.set_noise(model, infer_stddev=0.0)
@@ -174,15 +178,32 @@ def test_rand_version_on_noisy_model(undefended):
 
 
 def test_registry_adapter(undefended):
+    from evaluation import apgd as module
+    from evaluation.attacks import ATTACKS as REGISTRY
+    from evaluation.attacks import attack as run_registered
+
     model, x, y = undefended
     x, y = x[:30], y[:30]
+    fn = logits_fn(model)  # one function for all three: its engines are traced once
     assert ATTACKS == ("apgd_ce", "apgd_dlr", "autoattack")
     for name in ATTACKS:
-        adv = run_attack(name, logits_fn(model), x, y, 0.2, steps=20, restarts=1, seed=0, step_size=None)
+        adv = run_attack(name, fn, x, y, 0.2, steps=20, restarts=1, seed=0, step_size=None)
         assert isinstance(adv, tf.Tensor) and _in_ball(adv.numpy(), x, 0.2)
         assert _accuracy(model, adv, y) <= 0.1, name
     with pytest.raises(ValueError, match="unknown attack"):
-        run_attack("fab", logits_fn(model), x, y, 0.1)
+        run_attack("fab", fn, x, y, 0.1)
+    added = [name for name in ATTACKS if name not in REGISTRY]
+    try:
+        module.register()
+        module.register()  # idempotent
+        assert all(REGISTRY[name].kind == "ball" and REGISTRY[name].gradient == "model" for name in ATTACKS)
+        adv = run_registered("autoattack", fn, x, y, 0.2, steps=20).numpy()
+        assert _in_ball(adv, x, 0.2) and _accuracy(model, adv, y) <= 0.1
+        with pytest.raises(ValueError, match="L-inf"):
+            run_registered("apgd_ce", fn, x, y, 0.5, norm=2)
+    finally:
+        for name in added:
+            REGISTRY.pop(name, None)
 
 
 @pytest.mark.large
