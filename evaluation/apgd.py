@@ -10,11 +10,11 @@ APGD (Croce and Hein 2020, Algorithm 1) is PGD on the sign of the gradient with
 
 * a step size ``eta`` starting at ``2 eps`` and halved only at checkpoints
   ``w_j = ceil(p_j N_iter)`` with ``p_0 = 0``, ``p_1 = 0.22``,
-  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (their eq. 4), when either
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (their Section 3), when either
   condition 1: fewer than ``rho = 0.75`` of the steps since the last checkpoint raised the loss, or
   condition 2: the step size was not halved at the last checkpoint and the best loss has not
-  improved since (their eq. 5); after a halving the iterate restarts from the best point found;
-* momentum ``alpha = 0.75`` (their eq. 3):
+  improved since; after a halving the iterate restarts from the best point found;
+* momentum ``alpha = 0.75``:
   ``z = P(x_k + eta sign(grad f(x_k)))``,
   ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))`` (``alpha = 1`` on the first step);
 * random restarts, each run only on the points not yet misclassified.
@@ -22,7 +22,7 @@ APGD (Croce and Hein 2020, Algorithm 1) is PGD on the sign of the gradient with
 Losses (maximized; ``z`` the logits, ``z_pi1 >= z_pi2 >= ...`` sorted decreasingly):
 
 * ``ce``: cross-entropy ``-log softmax(z)_y``.
-* ``dlr``: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` (their eq. 6), invariant to shifts and
+* ``dlr``: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` (their Section 4), invariant to shifts and
   rescaling of the logits, so logit scaling cannot mask the gradient.
 * ``dlr_targeted``: ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (their Section 4), run
   against each of the ``n_target_classes`` (default 9) highest-scoring other classes ``t``.
@@ -61,7 +61,7 @@ Model = Callable[[tf.Tensor], tf.Tensor]
 
 # --------------------------------------------------------------------------- schedule and losses
 def checkpoints(n_iter: int, p1: float = 0.22, decrease: float = 0.03, min_length: float = 0.06) -> list[int]:
-    """APGD's checkpoints ``w_j = ceil(p_j n_iter)`` in iterations (Croce and Hein 2020, eq. 4).
+    """APGD's checkpoints ``w_j = ceil(p_j n_iter)`` in iterations (Croce and Hein 2020, Section 3).
 
     ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``, kept while
     ``p_j <= 1``. Returns the strictly increasing list ``[0, w_1, w_2, ...]``; for ``n_iter = 100``
@@ -94,7 +94,7 @@ def ce_loss(z: tf.Tensor, y: tf.Tensor, t: tf.Tensor | None = None) -> tf.Tensor
 def dlr_loss(z: tf.Tensor, y: tf.Tensor, t: tf.Tensor | None = None) -> tf.Tensor:
     """Difference of logits ratio ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)``, ``[N]``.
 
-    Croce and Hein (2020), eq. 6; needs at least 3 classes. Positive once ``x`` is misclassified.
+    Croce and Hein (2020), Section 4; needs at least 3 classes. Positive once ``x`` is misclassified.
     """
     zs = tf.sort(z, axis=-1, direction="DESCENDING")
     zy = tf.gather(z, y, batch_dims=1)
@@ -118,9 +118,8 @@ _LOSS_FNS = {"ce": ce_loss, "dlr": dlr_loss, "dlr_targeted": dlr_targeted_loss}
 def _call(model, x: tf.Tensor) -> tf.Tensor:
     """Logits of ``model`` at ``x``: Keras models run in inference mode (``training=False``; a
     model with ``infer_stddev > 0`` draws fresh noise on every call), other callables as they are."""
-    if isinstance(model, keras.layers.Layer):
-        return model(x, training=False)
-    return model(x)
+    z = model(x, training=False) if isinstance(model, keras.layers.Layer) else model(x)
+    return tf.cast(z, tf.float32)  # float32 losses whatever the model's compute dtype
 
 
 def _tile(x: tf.Tensor, times: int) -> tf.Tensor:
@@ -191,7 +190,7 @@ class _Engine:
         return loss, grad, wrong
 
     def _step(self, s, x0, y, t, eps, a):
-        """One APGD iteration (Croce and Hein 2020, eq. 3) with the bookkeeping of Algorithm 1."""
+        """One APGD iteration (momentum update of Croce and Hein 2020, Section 3) with the bookkeeping of Algorithm 1."""
         lo = tf.maximum(x0 - eps, 0.0)
         hi = tf.minimum(x0 + eps, 1.0)
         x = s["x"]
@@ -213,7 +212,9 @@ class _Engine:
     def _check(self, s, length, rho):
         """Checkpoint ``w_j``: halve the step and restart from the best point where condition 1
         (under ``rho`` of the ``length`` steps raised the loss) or condition 2 (no halving at the
-        last checkpoint and no new best loss since) holds (Croce and Hein 2020, eq. 5)."""
+        last checkpoint and no new best loss since) holds (Croce and Hein 2020, Section 3). As in their
+        Algorithm 1 the previous iterate is kept, so the next step's momentum term is
+        ``x_best - x_k``."""
         cond1 = s["count"] < rho * length
         cond2 = tf.logical_not(s["reduced_last"]) & (s["loss_best"] <= s["loss_best_last"])
         reduce = cond1 | cond2
@@ -437,7 +438,7 @@ def autoattack(model: Model, x, y, eps: float, *, version: str = "standard", n_i
                batch_size: int = 500, predict: Callable[[np.ndarray], np.ndarray] | None = None,
                attacks: Sequence[str] | None = None, norm="inf",
                log: Callable[[str], None] | None = None) -> AutoAttackResult:
-    """AutoAttack-style ensemble (Croce and Hein 2020, Section 5): per point the worst case over
+    """AutoAttack-style ensemble (Croce and Hein 2020): per point the worst case over
     APGD-CE and APGD-T (``version="standard"``) or APGD-CE and untargeted APGD-DLR with EOT
     (``version="rand"``, 20 EOT samples by default), each attack run only on the points that are
     still classified correctly.

@@ -8,9 +8,10 @@ argmax) is
 with ``sigma`` in input units (pixel values in [0, 1]; the noise is *not* clipped to [0, 1], the
 guarantee needs the exact Gaussian). Cohen et al., Theorem 1: if the top class ``c_A`` has
 probability at least ``p_A >= 1/2`` under the noise, ``g`` is constant within the L2 ball of radius
-``sigma * Phi^-1(p_A)`` around ``x`` (their eq. 3 with the runner-up bounded by ``1 - p_A``).
+``sigma * Phi^-1(p_A)`` around ``x`` (their radius ``sigma/2 (Phi^-1(p_A) - Phi^-1(p_B))`` with
+the runner-up bounded by ``p_B = 1 - p_A``).
 
-:func:`certify` is their CERTIFY (Algorithm 1, Section 3.2): ``n0`` noisy samples pick ``c_A``;
+:func:`certify` is their CERTIFY pseudocode: ``n0`` noisy samples pick ``c_A``;
 ``n`` fresh samples count it; ``p_lower`` is the one-sided ``(1 - alpha)`` Clopper-Pearson lower
 bound on ``p_A`` (:func:`clopper_pearson_lower`); if ``p_lower >= 1/2`` it returns ``c_A`` with
 radius ``sigma * Phi^-1(p_lower)``, else it abstains. With probability at least ``1 - alpha`` over
@@ -19,9 +20,10 @@ the sampling, a returned class is ``g(x)`` and ``g`` is robust within the return
 at ``alpha``; at most ``alpha`` chance of returning a class other than ``g(x)``).
 
 A base classifier with its own inference noise (``infer_stddev > 0``, drawn independently of
-``delta``) is allowed: the certificate then holds for ``h_c(z) = P_noise(f(z) = c)`` and Salman et
-al. (NeurIPS 2019, Lemma 2) show ``Phi^-1(E_delta h_c(x + delta))`` is ``1/sigma``-Lipschitz for any
-``h_c`` with values in [0, 1], so the same radius follows; every sample is still an independent
+``delta``) is allowed: the certificate then holds for ``h_c(z) = P_noise(f(z) = c)``, since
+``Phi^-1(E_delta h(x + delta))`` is ``1/sigma``-Lipschitz in ``x`` for any ``h`` with values in
+[0, 1] (Salman et al., NeurIPS 2019, "Provably robust deep learning via adversarially trained
+smoothed classifiers"), so the same radius follows; every sample is still an independent
 Bernoulli(``p_A``) draw.
 
 Samples are processed ``max_rows`` (example, noise) rows at a time, so memory is bounded whatever
@@ -193,7 +195,7 @@ class Certificate:
 
 def certify(model: Model, x, sigma: float, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
             seed: int = 0, max_rows: int | None = None, stddev: float | None = None) -> Certificate:
-    """CERTIFY of Cohen, Rosenfeld and Kolter (2019), Algorithm 1, for a batch of inputs.
+    """CERTIFY of Cohen, Rosenfeld and Kolter (2019) for a batch of inputs.
 
     ``c_A`` is the most frequent class among ``n0`` noisy samples; ``n_A`` its count among ``n``
     independent ones; ``p_lower = clopper_pearson_lower(n_A, n, alpha)``. Returns ``c_A`` with
@@ -224,7 +226,7 @@ def certify(model: Model, x, sigma: float, *, n0: int = 100, n: int = 100_000, a
 
 def predict(model: Model, x, sigma: float, *, n: int = 1000, alpha: float = 0.001, seed: int = 0,
             max_rows: int | None = None, stddev: float | None = None) -> np.ndarray:
-    """PREDICT of Cohen et al. (2019), Section 3.1: ``[N]`` int, the smoothed class or ``-1``.
+    """PREDICT of Cohen et al. (2019): ``[N]`` int, the smoothed class or ``-1``.
 
     With ``n_A``, ``n_B`` the two top counts of ``n`` noisy samples, returns the top class when a
     two-sided binomial test of ``n_A`` against ``Binomial(n_A + n_B, 1/2)`` rejects at ``alpha``
@@ -245,7 +247,7 @@ def default_radii(sigma: float, points: int = 17) -> list[float]:
 
 def certified_accuracy(prediction, radius, y, radii: Sequence[float]) -> list[tuple[float, float]]:
     """Certified accuracy at each radius: rows ``(r, share of inputs with prediction == y and
-    certified radius >= r)`` (Cohen et al. 2019, Section 4). Abstentions (-1) never count."""
+    certified radius >= r)`` (Cohen et al. 2019, their experiments). Abstentions (-1) never count."""
     prediction, radius, y = np.asarray(prediction), np.asarray(radius), np.asarray(y)
     if not len(y):
         return [(float(r), float("nan")) for r in radii]
