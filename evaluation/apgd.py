@@ -337,7 +337,7 @@ def _apgd_points(engine: _Engine, x: np.ndarray, y: np.ndarray, t: np.ndarray, e
 def apgd(model: Model, x, y, eps: float, *, loss: str = "ce", n_iter: int = 100, n_restarts: int = 1,
          n_target_classes: int = 9, eot_samples: int = 1, alpha: float = 0.75, rho: float = 0.75,
          random_start: bool = True, seed: int = 0, batch_size: int = 500, norm="inf",
-         return_found: bool = False):
+         return_found: bool = False) -> tf.Tensor | tuple[tf.Tensor, np.ndarray]:
     """APGD with loss ``loss`` (Croce and Hein 2020, Algorithm 1), L-inf, batched.
 
     Args:

@@ -37,7 +37,7 @@ rows of :func:`certify_rows` (certified accuracy vs L2 radius, Wilson intervals)
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -45,6 +45,11 @@ import tensorflow as tf
 from scipy import stats
 
 from zoo.errors import UserInputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from evaluation.suites import SuiteContext
 
 Model = Callable[[tf.Tensor], tf.Tensor]
 DEFAULT_MAX_ROWS = 10_000
@@ -300,7 +305,7 @@ def curves_from_rows(rows: Sequence[Mapping]) -> dict[str, list[tuple[float, flo
 
 
 def plot_certified_accuracy(curves: Mapping[str, Sequence[tuple[float, float]]], path=None,
-                            title: str | None = None):
+                            title: str | None = None) -> Figure:
     """Certified accuracy vs L2 radius, one line per curve (the plots of Cohen et al. 2019).
 
     Args:
@@ -340,7 +345,7 @@ SUITE_DEFAULTS = {"certify_sigmas": (0.25,), "certify_n0": 100, "certify_n": 10_
                   "certify_radii": None, "certify_max_points": 500}
 
 
-def certify_suite(ctx) -> None:
+def certify_suite(ctx: SuiteContext) -> None:
     """The ``certify`` suite: for every model and ``sigma``, :func:`certify_rows` on the first
     ``certify_max_points`` test points, and ``certified_accuracy.png`` in the output folder.
 
