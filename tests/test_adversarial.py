@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import zoo
@@ -39,6 +40,7 @@ def test_transform_keeps_half_natural(digits):
     assert float(tf.reduce_max(tf.abs(x2[5:] - x[5:]))) > 0.1 and y2 is y
 
 
+@pytest.mark.large  # ~11 s: PGD-trains a model from the CLI
 def test_adversarial_training_from_cli_improves_pgd_accuracy(tmp_path, digits):
     from glrzoo.cli import main
     from zoo.export import load_model, read_metadata

@@ -66,7 +66,7 @@ def _weights(path):
     return [w for w in load_model(path).get_weights()]
 
 
-@pytest.mark.timeout(600) if hasattr(pytest.mark, "timeout") else (lambda f: f)
+@pytest.mark.large  # ~45 s on 2 cores: trains 25 epochs twice; its own 240 s deadline bounds the wait
 def test_sigkill_then_resume_loses_nothing(tmp_path):
     """A run killed with SIGKILL mid-training and resumed ends with the same weights as an uninterrupted run."""
     epochs = "25"

@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from glrzoo.cli import main
 
 
+@pytest.mark.large  # ~25 s: the quick demo end to end
 def test_demo_quick_trains_exports_and_reports(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.large  # ~15-20 s each: two-replica and single-device runs
 @pytest.mark.parametrize("method", ["bp", "bang", "glr"])
 def test_mirrored_matches_single_device(method):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")

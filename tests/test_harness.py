@@ -18,6 +18,7 @@ def exports(tmp_path_factory):
     return root
 
 
+@pytest.mark.large  # ~25 s: every attack suite on two models
 def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", str(exports / "relu"), str(exports / "step"), "--suite", "clean,whitebox,transfer,corruption",

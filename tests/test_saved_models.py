@@ -14,6 +14,7 @@ def test_shipped_models_exist():
     assert len(EXPORTS) >= 5
 
 
+@pytest.mark.large  # real MNIST / stroke data, 2-10 s per shipped model
 @pytest.mark.parametrize("export", EXPORTS, ids=lambda p: p.name)
 def test_shipped_model_reproduces_recorded_accuracy(export, data_dir):
     from zoo.data import load_dataset

@@ -24,6 +24,7 @@ def test_search_space_follows_the_method(digits):
         ZooHyperModel("mlp", "magic", digits)
 
 
+@pytest.mark.large  # 12-20 s: a keras-tuner search
 def test_two_trial_search_on_digits(digits, tmp_path):
     base = TrainConfig(model="mlp", dataset="digits", epochs=2, batch_size=64, verbose=0,
                        model_args={"hidden": [32]}, activation="relu")
@@ -41,6 +42,7 @@ def test_two_trial_search_on_digits(digits, tmp_path):
     assert len(hm.data.x_test) == int(len(digits.x_train) * 0.2)  # validation came out of the training split
 
 
+@pytest.mark.large  # 12-20 s: a keras-tuner search
 def test_glrzoo_tune_exports_the_best(tmp_path, capsys):
     out = tmp_path / "best"
     argv = ["tune", "--model", "mlp", "--method", "bp", "--objective", "val_accuracy", "--max-trials", "2",
