@@ -29,7 +29,7 @@ from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training.registry import get_estimator, list_estimators
-from training.run import TrainConfig, TrainingDiverged, sweep, train
+from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, sweep, train
 from zoo import pretrained
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
@@ -69,6 +69,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
+                   help="learning-rate schedule: constant, or cosine decay to 0 over the run")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "momentum", "adagrad"])
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--noise", default="additive", choices=["additive", "multiplicative"])
@@ -235,7 +237,8 @@ def _adversarial(args) -> dict | None:
 def _train_config(args) -> TrainConfig:
     return TrainConfig(
         model=args.model, dataset=args.dataset, method=args.method, out=args.out, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        optimizer=args.optimizer, weight_decay=args.weight_decay,
         noise=args.noise, train_stddev=args.train_stddev, infer_stddev=args.infer_stddev,
         activation=args.activation, loss=args.loss, seed=args.seed, data_dir=args.data_dir,
         download=args.download, train_limit=args.train_limit, test_limit=args.test_limit, resume=args.resume,

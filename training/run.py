@@ -45,6 +45,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     optimizer: str = "adam"
     weight_decay: float | None = None
     noise: str = "additive"
@@ -71,6 +72,8 @@ class TrainConfig:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise UserInputError(f"--lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserInputError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev)):
@@ -78,7 +81,18 @@ class TrainConfig:
                 raise UserInputError(f"{label} must be >= 0, got {value}")
 
 
-def make_optimizer(name: str, lr: float, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def make_learning_rate(lr: float, schedule: str = "constant", total_steps: int = 1):
+    """``lr`` itself, or Keras' cosine decay from ``lr`` to 0 over ``total_steps`` optimizer steps
+    (Loshchilov and Hutter, ICLR 2017, SGDR, eq. 5 without restarts)."""
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
+    return lr
+
+
+def make_optimizer(name: str, lr, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
     if name == "adam":
         return keras.optimizers.Adam(lr, weight_decay=weight_decay)
     if name == "sgd":
@@ -175,9 +189,11 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
             from training.adversarial import pgd_training
             transforms.append(pgd_training(seed=config.seed, **config.adversarial))
         trainer = Trainer(model, estimator, transforms)
-        trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
+        steps_per_epoch = -(-len(data.x_train) // config.batch_size)
+        lr = make_learning_rate(config.lr, config.lr_schedule, config.epochs * steps_per_epoch)
+        trainer.compile(optimizer=make_optimizer(config.optimizer, lr, config.weight_decay))
         trainer.build((None, *data.input_shape))
-        trainer.optimizer.build(model.trainable_variables)
+        trainer.optimizer.build(model.trainable_variables + (trainer.aux.trainable_variables if trainer.aux else []))
 
     start_epoch = _completed_epochs(ckpt) if (ckpt is not None and config.resume) else 0
     callbacks = [DivergenceGuard("lower the learning rate (--lr) or the estimator noise (--sigma)"), *(callbacks or [])]
@@ -208,7 +224,8 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                     "test_examples": len(data.x_test)},
         "training": {"method": estimator.config(), "transforms": [t.config() for t in transforms],
                      "epochs": config.epochs, "batch_size": config.batch_size,
-                     "lr": config.lr, "optimizer": config.optimizer, "weight_decay": config.weight_decay,
+                     "lr": config.lr, "lr_schedule": config.lr_schedule, "optimizer": config.optimizer,
+                     "weight_decay": config.weight_decay,
                      "seed": config.seed, "noise": config.noise, "train_stddev": config.train_stddev,
                      "infer_stddev": config.infer_stddev},
         "metrics": metrics,

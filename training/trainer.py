@@ -37,6 +37,10 @@ class Trainer(keras.Model):
         super().__init__(**kwargs)
         self.net = model
         self.estimator = estimator
+        # Estimators that train parameters of their own (local GLR's heads) declare them here; they
+        # live in the trainer (and its checkpoints), never in the exported network.
+        make_aux = getattr(estimator, "auxiliary", None)
+        self.aux = make_aux(model) if make_aux is not None else None
         self.transforms = tuple(transforms)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -55,13 +59,18 @@ class Trainer(keras.Model):
         step = tf.convert_to_tensor(self.optimizer.iterations)
         for transform in self.transforms:
             x, y = transform(self.net, x, y, step)
-        estimate = self.estimator(self.net, x, y, step)
+        variables = self.net.trainable_variables
+        if self.aux is None:
+            estimate = self.estimator(self.net, x, y, step)
+        else:
+            estimate = self.estimator(self.net, x, y, step, aux=self.aux)
+            variables = variables + self.aux.trainable_variables
         grads = estimate.grads
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             # Keras sums gradients over replicas; each estimate is a mean over its local batch.
             grads = [g / ctx.num_replicas_in_sync for g in grads]
-        self.optimizer.apply(grads, self.net.trainable_variables)
+        self.optimizer.apply(grads, variables)
         self.loss_tracker.update_state(estimate.loss)
         self.acc_tracker.update_state(y, estimate.logits)
         for name, value in estimate.logs.items():

@@ -224,6 +224,41 @@ def sum_replications(t: tf.Tensor, r: int) -> tf.Tensor:
     return tf.reduce_sum(tf.reshape(t, tf.concat([[-1, r], shape[1:]], 0)), axis=1)
 
 
+# --------------------------------------------------------------------------- local GLR (clean pass)
+@dataclasses.dataclass
+class LocalRecord:
+    """One noisy layer's clean pre-activation and local-derivative inputs (see :func:`record_local`).
+
+    Attributes:
+        layer: the noisy layer.
+        inputs: tensors the layer's ``glr_gradients`` needs (``{"x": ...}``, batch-norm ``x_hat``
+            and ``bn_scale``; for an LSTM also the clean ``h_prev`` and ``c_prev`` of every step).
+        preactivation: the clean pre-activation ``z`` (``[N, ...]``; LSTM: ``[N, T, 4 units]``),
+            batch statistics held constant.
+    """
+
+    layer: Any
+    inputs: dict
+    preactivation: tf.Tensor
+
+
+@contextlib.contextmanager
+def record_local() -> Iterator[list]:
+    """Run a *clean* forward pass and collect a :class:`LocalRecord` from every noisy layer.
+
+    Inside the block noisy layers add no noise at all (neither training noise nor estimator
+    noise): every layer receives the clean output of the layer below, which is the input that a
+    block-local objective treats as given. A local likelihood-ratio estimator
+    (:mod:`training.glr_local`) then perturbs each recorded pre-activation by itself.
+    """
+    with _pushed("local", []) as records:
+        yield records
+
+
+def current_local_recorder() -> list | None:
+    return _top("local")
+
+
 # --------------------------------------------------------------------------- layer outputs (BANG)
 @dataclasses.dataclass
 class OutputRecord:

@@ -24,8 +24,18 @@ import keras
 import tensorflow as tf
 
 from zoo import activations
-from zoo.noise_context import (NoiseRecord, OutputRecord, current_output_recorder, current_override,
-                                current_recorder, replica_slice, repeat_rows, sum_replications)
+from zoo.noise_context import (
+    LocalRecord,
+    NoiseRecord,
+    OutputRecord,
+    current_local_recorder,
+    current_output_recorder,
+    current_override,
+    current_recorder,
+    repeat_rows,
+    replica_slice,
+    sum_replications,
+)
 
 NOISE_KINDS = ("additive", "multiplicative")
 
@@ -93,8 +103,13 @@ class NoisyLayer(keras.layers.Layer):
     def add_noise(self, z: tf.Tensor, training, record_inputs: dict) -> tf.Tensor:
         """Return the noisy pre-activation ``v`` for ``z`` (``[rows, ...]``).
 
-        In GLR mode the output may have ``R`` times more rows than ``z``.
+        In GLR mode the output may have ``R`` times more rows than ``z``; inside
+        :func:`zoo.noise_context.record_local` it is ``z`` itself (clean pass, recorded).
         """
+        local = current_local_recorder()
+        if local is not None:
+            local.append(LocalRecord(self, record_inputs, z))
+            return z
         rec = current_recorder()
         if rec is not None:
             return self._add_estimator_noise(z, rec, record_inputs)
@@ -197,7 +212,8 @@ class BatchNormMixin:
         axes = list(range(len(z.shape) - 1))
         if training:
             mean, var = tf.nn.moments(z, axes)
-            if current_recorder() is not None:  # GLR treats batch statistics as constants
+            if current_recorder() is not None or current_local_recorder() is not None:
+                # GLR treats batch statistics as constants
                 mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
             m = self.bn_momentum
             self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.noise_context import NoiseRecord, current_recorder, repeat_rows, replica_slice
+from zoo.noise_context import LocalRecord, NoiseRecord, current_local_recorder, current_recorder, repeat_rows, replica_slice
 from zoo.noisy_base import NoisyLayer
 
 
@@ -41,9 +41,39 @@ class NoisyLSTM(NoisyLayer):
             initializer=keras.initializers.Constant([0.0] * u + [1.0] * u + [0.0] * 2 * u))  # forget bias 1
         self.build_noise()
 
+    @staticmethod
+    def cell(v, c):
+        """One LSTM update from gate pre-activations ``v`` (``[..., 4u]``) and cell state ``c``
+        (``[..., u]``); returns ``(h, c_new)``."""
+        i, f, g, o = tf.split(v, 4, axis=-1)
+        c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        return tf.sigmoid(o) * tf.tanh(c_new), c_new
+
+    def _clean_recorded(self, x, xz, local):
+        """Clean scan that records every step's gate pre-activation and previous state."""
+        rows = tf.shape(xz)[0]
+        h0 = tf.zeros([rows, self.units], xz.dtype)
+
+        def step(carry, xz_t):
+            h, c, _ = carry
+            z = xz_t + tf.matmul(h, self.recurrent_kernel)
+            h_new, c_new = self.cell(z, c)
+            return h_new, c_new, z
+
+        z0 = tf.zeros_like(xz[:, 0])
+        hs, cs, zs = tf.scan(step, tf.transpose(xz, [1, 0, 2]), initializer=(h0, h0, z0))  # time-major
+        to_batch = lambda t: tf.transpose(t, [1, 0, 2])  # noqa: E731
+        h_prev = to_batch(tf.concat([h0[None], hs[:-1]], axis=0))
+        c_prev = to_batch(tf.concat([h0[None], cs[:-1]], axis=0))
+        local.append(LocalRecord(self, {"x": x, "h_prev": h_prev, "c_prev": c_prev}, to_batch(zs)))
+        return hs[-1]
+
     def call(self, x, training=None):
         u = self.units
         xz = tf.einsum("btd,dg->btg", x, self.kernel) + self.bias  # [rows, T, 4u]
+        local = current_local_recorder()
+        if local is not None:
+            return self._clean_recorded(x, xz, local)
         rec = current_recorder()
         record = None
         if rec is not None:
@@ -77,10 +107,7 @@ class NoisyLSTM(NoisyLayer):
             xz_t, n_t = inputs
             z = xz_t + tf.matmul(h, wh)
             v = z + s * n_t if mode == "additive" else z * (1.0 + s * n_t)
-            i, f, g, o = tf.split(v, 4, axis=-1)
-            c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-            h_new = tf.sigmoid(o) * tf.tanh(c_new)
-            return h_new, c_new
+            return self.cell(v, c)
 
         time_major = (tf.transpose(xz, [1, 0, 2]), tf.transpose(noise, [1, 0, 2]))
         hs, _ = tf.scan(step, time_major, initializer=(h0, h0))  # [T, rows, u]
