@@ -22,12 +22,20 @@ signature          inputs                                      outputs
 "In range" is the data set's value range: [0, 1] for pixels, [-1, 1] for stroke steps.
 Inputs are validated inside the graph: values outside that range, a negative or huge stddev, or a
 vote count outside its range give an ``InvalidArgument`` error, not a crash or a huge allocation.
-The directory is written to a temporary sibling and renamed, so a failed export leaves nothing.
+The directory is written to a temporary sibling and renamed, so a failed export leaves nothing;
+an existing export is replaced only once the new one is complete, and only if it is an export
+(every file in it listed in its ``metadata.json``): a folder holding anything else is refused.
+A temporary sibling left behind by a killed export is removed by the next export to the same name.
+
+Integrity: :func:`verify_export` requires a non-empty ``files`` list, every listed file present
+with its sha256, and every file of the export listed; it cannot be switched off by editing the
+metadata.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -51,6 +59,9 @@ class ExportError(UserInputError):
     """A directory is not a glrzoo export, or its files do not match their recorded checksums."""
 
 
+RUN_FOLDERS = ("checkpoints",)  # what a training run keeps in its --out before it exports
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -63,6 +74,75 @@ def file_checksums(root: Path) -> dict[str, str]:
     """``{relative posix path: sha256}`` of every file under ``root`` except ``metadata.json``."""
     return {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != METADATA}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_siblings(out: Path) -> list[Path]:
+    """Temporary siblings (``.<name>.tmp-<pid>-*``, ``.<name>.old-<pid>-*``) of ``out`` whose writer is gone."""
+    stale = []
+    for kind in ("tmp", "old"):
+        for p in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = p.name[len(f".{out.name}.{kind}-"):].split("-", 1)[0]
+            if not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid():
+                stale.append(p)
+    return stale
+
+
+def clean_stale_siblings(out: str | os.PathLike) -> list[Path]:
+    """Remove what a killed export to ``out`` left beside it; a complete old export whose swap was
+    interrupted (``out`` missing) is put back. Returns the paths dealt with."""
+    out = Path(out)
+    done = []
+    if not out.parent.is_dir():
+        return done
+    for p in _stale_siblings(out):
+        if ".old-" in p.name and not out.exists() and (p / METADATA).is_file():
+            os.replace(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    return done
+
+
+def output_kind(out: str | os.PathLike) -> str:
+    """What ``out`` holds: ``missing``, ``empty``, ``export`` (every file in it listed in its metadata,
+    besides the training run's ``checkpoints/``), ``run`` (only an unfinished run's ``checkpoints/``).
+
+    Raises :class:`OutputExistsError` for a file, or a folder holding anything else (the user's data,
+    never replaced)."""
+    out = Path(out)
+    if not out.exists():
+        return "missing"
+    if not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another --out (nothing was changed)")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return "empty"
+    if set(entries) <= set(RUN_FOLDERS):
+        return "run"
+    if METADATA in entries:
+        try:
+            listed = json.loads((out / METADATA).read_text()).get("files")
+        except (OSError, ValueError, AttributeError):
+            listed = None
+        if isinstance(listed, dict) and listed:
+            tops = {rel.split("/", 1)[0] for rel in listed}
+            others = sorted(set(entries) - tops - {METADATA, *RUN_FOLDERS})
+            if not others:
+                return "export"
+            raise OutputExistsError(f"{out} holds files that are not part of its export ({', '.join(others[:5])}); "
+                                    "move them away or choose another --out (nothing was changed)")
+    raise OutputExistsError(f"{out} is not empty and is not a glrzoo export ({', '.join(entries[:5])}"
+                            f"{', ...' if len(entries) > 5 else ''}); choose another --out (nothing was changed)")
 
 
 def _validated_images(images, example_shape, value_range=(0.0, 1.0)):
@@ -111,10 +191,12 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
     Returns the final directory.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; choose another --out or remove it")
+    kind = output_kind(out)  # a file or a folder of other things: refused, even with overwrite
+    if kind == "export" and not overwrite:
+        raise OutputExistsError(f"{out} already holds an export; pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale_siblings(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         model.save(tmp / KERAS_FILE)
         build_export_archive(model, value_range).write_out(str(tmp / SAVEDMODEL_VERSION), verbose=False)
@@ -128,14 +210,48 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
                            "outputs": {"vote_counts": "int32 [N, C]", "classes": "int64 [N]"}},
         }
         meta["files"] = file_checksums(tmp)
-        (tmp / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        (tmp / METADATA).write_text(_dumps(meta))
+        _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _dumps(meta: dict) -> str:
+    """Strict JSON (no NaN or Infinity, which are not JSON): a non-finite number is refused by name."""
+    try:
+        return json.dumps(meta, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        bad = ", ".join(_nonfinite_paths(meta)) or "a value"
+        raise UserInputError(f"metadata holds a non-finite number ({bad}); it is not valid JSON: "
+                             "pass finite values") from None
+
+
+def _nonfinite_paths(value, path="") -> list[str]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nonfinite_paths(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _nonfinite_paths(v, f"{path}[{i}]")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path}={value}"]
+    return []
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the complete ``tmp`` at ``out``; an existing ``out`` is moved aside first and removed only after."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+    os.rmdir(old)
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_metadata(export_dir: str | os.PathLike) -> dict:
@@ -143,7 +259,18 @@ def read_metadata(export_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ExportError(f"{export_dir} is not a glrzoo export (no {METADATA}); "
                           "pass a directory written by 'glrzoo train --out'")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); re-export or re-download the model") \
+            from None
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path} is not a JSON object; re-export or re-download the model")
+    return meta
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def update_metadata(export_dir: str | os.PathLike, **fields) -> dict:
@@ -154,18 +281,40 @@ def update_metadata(export_dir: str | os.PathLike, **fields) -> dict:
     """
     path = Path(export_dir) / METADATA
     meta = {**read_metadata(export_dir), **fields}
+    text = _dumps(meta)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return meta
 
 
 def verify_export(export_dir: str | os.PathLike) -> dict:
-    """Check every file's sha256 against ``metadata.json``; returns the metadata or raises :class:`ExportError`."""
+    """Check every file's sha256 against ``metadata.json``; returns the metadata or raises :class:`ExportError`.
+
+    The ``files`` list must be a non-empty ``{path: sha256}`` that names ``model.keras`` and the
+    SavedModel, and every file of the export (``metadata.json`` and a training run's
+    ``checkpoints/`` aside) must be listed: removing or emptying the list, or adding a file, fails.
+    """
     root = Path(export_dir)
     meta = read_metadata(root)
-    for rel, digest in meta.get("files", {}).items():
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ExportError(f"{root / METADATA} has no list of file checksums ('files' is "
+                          f"{'missing' if files is None else 'empty or not a mapping'}), so the export cannot be "
+                          "verified; re-export or re-download the model")
+    for needed in (KERAS_FILE, f"{SAVEDMODEL_VERSION}/saved_model.pb"):
+        if needed not in files:
+            raise ExportError(f"{root / METADATA} lists no checksum for {needed}; re-export or re-download the model")
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if p.is_file() and p.name != METADATA and p.relative_to(root).parts[0] not in RUN_FOLDERS}
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise ExportError(f"{root / unlisted[0]} is not listed in {METADATA} (added or altered export); "
+                          "re-export or re-download the model")
+    for rel, digest in files.items():
         path = root / rel
+        if not isinstance(digest, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ExportError(f"{root / METADATA} has a malformed entry for {rel!r}; re-export or re-download the model")
         if not path.is_file():
             raise ExportError(f"{path} is missing from the export; re-export or re-download the model")
         if sha256(path) != digest:

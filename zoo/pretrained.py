@@ -30,8 +30,11 @@ def pretrained_root() -> Path:
 def list_pretrained(root: str | os.PathLike | None = None) -> list[str]:
     """Names (paths under the root, ``/``-separated) of every export with a ``metadata.json``."""
     root = Path(root) if root is not None else pretrained_root()
-    return sorted(p.parent.relative_to(root).as_posix() for p in root.glob(f"**/{METADATA}")
-                  if "checkpoints" not in p.parts)
+    if not root.is_dir():
+        raise ExportError(f"pretrained folder {root} does not exist; pass --root or set ${ROOT_ENV}")
+    found = (p.parent.relative_to(root) for p in root.glob(f"**/{METADATA}"))
+    return sorted(rel.as_posix() for rel in found
+                  if rel.parts and "checkpoints" not in rel.parts and not any(x.startswith(".") for x in rel.parts))
 
 
 def resolve(name: str, root: str | os.PathLike | None = None) -> Path:

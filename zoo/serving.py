@@ -30,16 +30,37 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import UserInputError
-from zoo.export import METADATA, SAVEDMODEL_VERSION
+from zoo.export import METADATA, SAVEDMODEL_VERSION, verify_export
 
 POLICIES = ("latest", "all", "specific")
 
 
-def find_exports(root: str | os.PathLike) -> list[Path]:
-    """Export directories under ``root`` (each has ``metadata.json`` and a ``1/`` SavedModel)."""
+def find_exports(root: str | os.PathLike, verify: bool = True) -> list[Path]:
+    """Export directories under ``root`` (each has ``metadata.json`` and a ``1/`` SavedModel).
+
+    With ``verify`` (the default), every one must pass :func:`zoo.export.verify_export` (valid
+    metadata, every file listed and matching its sha256), and a folder with ``metadata.json`` but
+    no version folder is reported, not skipped: a :class:`UserInputError` names the folder.
+    Training runs' ``checkpoints/`` and hidden folders (unfinished exports) are not exports.
+    """
     root = Path(root)
-    return sorted(p.parent for p in root.glob(f"**/{METADATA}")
-                  if (p.parent / SAVEDMODEL_VERSION / "saved_model.pb").is_file())
+    if not root.is_dir():
+        raise UserInputError(f"{root} is not a folder; pass the folder that holds the exports (e.g. saved_models)")
+    found = []
+    for meta in sorted(root.glob(f"**/{METADATA}")):
+        rel = meta.parent.relative_to(root).parts
+        if "checkpoints" in rel or any(part.startswith(".") for part in rel):
+            continue
+        if not (meta.parent / SAVEDMODEL_VERSION / "saved_model.pb").is_file():
+            if verify:
+                raise UserInputError(f"{meta.parent} has {METADATA} but no version folder "
+                                     f"{SAVEDMODEL_VERSION}/saved_model.pb, so TF Serving cannot load it; "
+                                     f"re-export it or move it out of {root}")
+            continue
+        if verify:
+            verify_export(meta.parent)
+        found.append(meta.parent)
+    return found
 
 
 def models_config(exports: list[Path], base: str | None = None, policy: str = "latest", versions=(1,)) -> str:
@@ -76,6 +97,10 @@ def write_models_config(root: str | os.PathLike, out: str | os.PathLike, base: s
     """Write ``models.config`` for every export under ``root`` to ``out`` (atomically)."""
     text = models_config(find_exports(root), base, policy)
     out = Path(out)
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; --out names the models.config file to write")
+    if not out.parent.is_dir():
+        raise UserInputError(f"{out.parent} does not exist; create it or choose another --out")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
