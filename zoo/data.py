@@ -23,6 +23,7 @@ import gzip
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -133,16 +134,42 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset("digits", x_tr, y_tr, x_te, y_te, 10, "sklearn.datasets.load_digits")
 
 
+class DataFileError(UserInputError):
+    """A data file is truncated, corrupted or not in the expected format; the message names it."""
+
+
+def _broken(path: Path, why: str) -> DataFileError:
+    return DataFileError(f"{path} is {why}; delete it and download it again (or point --data-dir elsewhere)")
+
+
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path} is missing (the other IDX files are there); download it again") from None
+    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise _broken(path, f"truncated or corrupted ({type(e).__name__}: {e})") from None
+    if len(raw) < 8:
+        raise _broken(path, f"truncated ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):
-        raise UserInputError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
+        raise _broken(path, f"not an IDX file of unsigned bytes (magic {magic:#x})")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != expected:
+        raise _broken(path, f"truncated or corrupted ({len(raw)} bytes where its header promises {expected})")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _check_split(folder, name: str, images: np.ndarray, labels: np.ndarray, num_classes: int = 10) -> None:
+    if len(images) != len(labels):
+        raise DataFileError(f"{folder}: the {name} split has {len(images)} examples but {len(labels)} labels; "
+                            "one of its files is truncated or from another data set: download them again")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataFileError(f"{folder}: the {name} labels are outside 0..{num_classes - 1}; download them again")
 
 
 def load_idx(folder: str | os.PathLike, name: str = "mnist") -> Dataset:
@@ -152,15 +179,26 @@ def load_idx(folder: str | os.PathLike, name: str = "mnist") -> Dataset:
     for key, stem in _IDX.items():
         path = folder / (stem + ".gz")
         arrays[key] = _read_idx(path if path.exists() else folder / stem)
+    _check_split(folder, "train", arrays["train_images"], arrays["train_labels"])
+    _check_split(folder, "test", arrays["test_images"], arrays["test_labels"])
     scale = lambda a: (a.astype(np.float32) / 255.0)[..., None]  # noqa: E731
     return Dataset(name, scale(arrays["train_images"]), arrays["train_labels"].astype(np.int32),
                    scale(arrays["test_images"]), arrays["test_labels"].astype(np.int32), 10, str(folder))
 
 
 def _read_npy_tar(path: Path) -> np.ndarray:
-    with tarfile.open(path) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith(".npy"))
-        return np.load(io.BytesIO(tar.extractfile(member).read()))
+    try:
+        with tarfile.open(path) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith(".npy")), None)
+            if member is None:
+                raise _broken(path, "an archive without a .npy file")
+            return np.load(io.BytesIO(tar.extractfile(member).read()))
+    except DataFileError:
+        raise
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path} is missing; download the stroke data set again") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
+        raise _broken(path, f"truncated or corrupted ({type(e).__name__}: {e})") from None
 
 
 def load_strokes(folder: str | os.PathLike, scale: float = 1.0 / 28.0) -> Dataset:
@@ -174,7 +212,9 @@ def load_strokes(folder: str | os.PathLike, scale: float = 1.0 / 28.0) -> Datase
     for split in ("train", "test"):
         seq = _read_npy_tar(folder / f"{split}-padded-leading.tar.gz").astype(np.float32)
         seq[..., :2] *= scale
-        out[split] = (seq, _read_npy_tar(folder / f"{split}-labels.tar.gz").astype(np.int32))
+        labels = _read_npy_tar(folder / f"{split}-labels.tar.gz").astype(np.int32)
+        _check_split(folder, split, seq, labels)
+        out[split] = (seq, labels)
     return Dataset("mnist_strokes", *out["train"], *out["test"], 10, str(folder), value_range=(-1.0, 1.0))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+import numbers
 from typing import Callable
 
 import keras
@@ -75,8 +76,26 @@ def create_model(name: str, input_shape, num_classes: int, **overrides) -> keras
     """
     entry = get_entry(name)
     args = model_arguments(name, **overrides)
-    model = entry.builder(tuple(input_shape), int(num_classes), **args)
-    return model
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if (not shape or isinstance(input_shape, str)
+            or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape)):
+        raise UserInputError(f"input_shape must be a tuple of positive integers such as (28, 28, 1), "
+                             f"got {input_shape!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+        raise UserInputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    shape = tuple(int(d) for d in shape)
+    try:
+        return entry.builder(shape, int(num_classes), **args)
+    except (ValueError, IndexError, TypeError) as e:
+        if isinstance(e, UserInputError):
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise UserInputError(f"model {name!r} cannot be built for inputs of shape {shape} ({first[:160]}); "
+                             f"give it inputs it was designed for (see 'glrzoo models {name}') or other "
+                             "--model-args") from e
 
 
 def _ensure_loaded() -> None:
