@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -33,15 +34,32 @@ from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, sweep, tra
 from zoo import pretrained
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
-from zoo.export import update_metadata
+from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, update_metadata
 from zoo.registry import get_entry, list_models
 from zoo.serving import write_models_config
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _stddev(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -53,8 +71,11 @@ def _positive_int(text: str) -> int:
 
 
 def _json_dict(text: str) -> dict:
+    def refuse(name):
+        raise argparse.ArgumentTypeError(f"{name} is not a finite number; give finite values")
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"not JSON ({e.msg}); e.g. '{{\"hidden\": [100, 50]}}'") from None
     if not isinstance(value, dict):
@@ -68,11 +89,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="bp", choices=list_estimators(), help="gradient estimator")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=_positive, default=1e-3)
     p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
                    help="learning-rate schedule: constant, or cosine decay to 0 over the run")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "momentum", "adagrad"])
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--weight-decay", type=_stddev, default=None)
     p.add_argument("--noise", default="additive", choices=["additive", "multiplicative"])
     p.add_argument("--train-stddev", type=_stddev, default=0.0, help="noise stddev while training")
     p.add_argument("--infer-stddev", type=_stddev, default=0.0, help="noise stddev at inference")
@@ -87,8 +108,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_estimator_flags(p)
     g = p.add_argument_group("adversarial training (--adversarial pgd)")
     g.add_argument("--adversarial", choices=["pgd"], default=None, help="half of each batch becomes PGD examples")
-    g.add_argument("--adv-eps", type=float, default=0.3, help="L-inf radius in pixel units [0, 1]")
-    g.add_argument("--adv-step", type=float, default=0.01)
+    g.add_argument("--adv-eps", type=_stddev, default=0.3, help="L-inf radius in pixel units [0, 1]")
+    g.add_argument("--adv-step", type=_positive, default=0.01)
     g.add_argument("--adv-iters", type=_positive_int, default=40)
     g.add_argument("--adv-no-random-start", action="store_true")
 
@@ -126,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
     p.add_argument("--out", required=True, help="export directory (TF Serving layout + model.keras + metadata.json)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--allow-recipe-change", action="store_true",
+                   help="with --resume: continue with a changed --lr, --epochs or estimator option (recorded)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing export (only once the new one is complete)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("sweep", help="train one model per training noise stddev (noise-injection sweep)")
@@ -134,13 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
     p.add_argument("--train-stddevs", required=True, help="comma-separated list, e.g. 0,0.2,0.5,1.0")
     p.add_argument("--out", required=True, help="folder; each model goes to OUT/train_stddev_<s>")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="skip finished models, continue the unfinished one")
+    p.add_argument("--allow-recipe-change", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("evaluate", help="attack, corrupt and vote on exported models; write report.json/md")
     p.add_argument("models", nargs="+", help="exported model directories")
     p.add_argument("--dataset", default="digits")
+    p.add_argument("--allow-dataset-mismatch", action="store_true",
+                   help="evaluate models on a data set other than the one they were trained on")
     add_data_flags(p)
     p.add_argument("--suite", default="clean,transfer,gradfree,corruption,voting",
                    help=f"comma-separated: {','.join(list_suites())}")
@@ -154,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corruptions of the corruption suite (default: every registered one)")
     p.add_argument("--steps", type=_positive_int, default=20, help="iterations of iterative attacks")
     p.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts")
-    p.add_argument("--step-size", type=float, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
+    p.add_argument("--step-size", type=_positive, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
     p.add_argument("--infer-stddev", type=_stddev, default=None,
                    help="turn inference noise of this stddev on in every evaluated model (sources stay clean)")
     p.add_argument("--predict-votes", type=_positive_int, default=20,
@@ -162,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eot", type=_positive_int, default=20, help="noise draws per gradient for noisy models")
     p.add_argument("--stddevs", default="0,0.2,0.4,0.6,0.8,1.0", help="inference stddevs of the voting grid")
     p.add_argument("--votes", default="1,5,10,20", help="vote counts of the voting grid")
-    p.add_argument("--abstain-alpha", type=float, default=0.05,
+    p.add_argument("--abstain-alpha", type=_finite, default=0.05,
                    help="level of the randomized-smoothing abstention test (0 turns it off)")
     p.add_argument("--n", type=_positive_int, default=500, help="test examples")
     p.add_argument("--seed", type=int, default=0)
@@ -182,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", default=None)
     p.add_argument("--model-args", type=_json_dict, default={})
     p.add_argument("--train-limit", type=_positive_int, default=None)
-    p.add_argument("--validation", type=float, default=0.2, help="share of the training split used for objectives")
+    p.add_argument("--validation", type=_finite, default=0.2, help="share of the training split used for objectives")
     p.add_argument("--objective-stddev", type=_stddev, default=0.5, help="inference noise of val_noisy_vote")
     p.add_argument("--objective-votes", type=_positive_int, default=10)
     p.add_argument("--objective-eps", type=_stddev, default=0.1, help="FGSM eps of val_transfer")
@@ -243,7 +270,8 @@ def _train_config(args) -> TrainConfig:
         activation=args.activation, loss=args.loss, seed=args.seed, data_dir=args.data_dir,
         download=args.download, train_limit=args.train_limit, test_limit=args.test_limit, resume=args.resume,
         overwrite=args.overwrite, verbose=0 if args.quiet else 2, model_args=args.model_args,
-        method_args=_method_args(args), adversarial=_adversarial(args))
+        method_args=_method_args(args), adversarial=_adversarial(args),
+        allow_recipe_change=args.allow_recipe_change)
 
 
 def _strategy(args) -> tf.distribute.Strategy | None:
@@ -256,11 +284,20 @@ def _strategy(args) -> tf.distribute.Strategy | None:
     return None
 
 
-def _numbers(flag: str, text: str, kind=float) -> list:
+def _numbers(flag: str, text: str, kind=float, low: float | None = None, high: float | None = None) -> list:
+    """Comma-separated finite numbers in [low, high]; anything else is refused naming the flag."""
     try:
-        return [kind(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserInputError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+        raise UserInputError(f"{flag} must be comma-separated {'integers' if kind is int else 'numbers'}, "
+                             f"got {text!r}") from None
+    if not values:
+        raise UserInputError(f"{flag} needs at least one value, got {text!r}")
+    for v in values:
+        if not math.isfinite(v) or (low is not None and v < low) or (high is not None and v > high):
+            bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}" if low is not None else "finite"
+            raise UserInputError(f"{flag} values must be finite and {bounds}, got {v:g} in {text!r}")
+    return values
 
 
 def _names(flag: str, text: str, allowed) -> list[str]:
@@ -278,7 +315,7 @@ def cmd_train(args, argv) -> int:
 
 
 def cmd_sweep(args, argv) -> int:
-    stddevs = _numbers("--train-stddevs", args.train_stddevs)
+    stddevs = _numbers("--train-stddevs", args.train_stddevs, low=0)
     for meta in sweep(_train_config(args), stddevs, argv=list(argv)):
         print(f"train_stddev {meta['training']['train_stddev']:g}: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     return 0
@@ -288,17 +325,25 @@ def cmd_evaluate(args) -> int:
     suites = _names("--suite", args.suite, list_suites())
     if not 0 <= args.abstain_alpha < 1:
         raise UserInputError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
+    eps_list = _numbers("--eps", args.eps, low=0, high=1)
+    stddevs = _numbers("--stddevs", args.stddevs, low=0, high=MAX_STDDEV)
+    votes_list = _numbers("--votes", args.votes, int, low=1, high=MAX_VOTES)
+    if args.predict_votes > MAX_VOTES or args.eot > MAX_VOTES * 10:
+        raise UserInputError(f"--predict-votes must be <= {MAX_VOTES} and --eot <= {MAX_VOTES * 10}")
+    if args.infer_stddev is not None and args.infer_stddev > MAX_STDDEV:
+        raise UserInputError(f"--infer-stddev must be <= {MAX_STDDEV}, got {args.infer_stddev}")
     data = load_dataset(args.dataset, args.data_dir, args.download)
     x, y = data.x_test[:args.n], data.y_test[:args.n]
     result = evaluate(args.models, x, y, suites=suites, sources=args.sources, out=args.out,
-                      eps_list=_numbers("--eps", args.eps), seed=args.seed,
+                      dataset=data.name, allow_dataset_mismatch=args.allow_dataset_mismatch,
+                      eps_list=eps_list, seed=args.seed,
                       whitebox_attacks=_names("--attacks", args.attacks, list_attacks()),
                       transfer_attacks=_names("--transfer-attacks", args.transfer_attacks, list_attacks()),
                       minimal_attacks=_names("--minimal-attacks", args.minimal_attacks, list_attacks(kind="minimal")),
                       corruptions=_names("--corruptions", args.corruptions, list_corruptions()),
                       steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
                       votes=args.predict_votes, infer_stddev=args.infer_stddev,
-                      stddevs=_numbers("--stddevs", args.stddevs), votes_list=_numbers("--votes", args.votes, int),
+                      stddevs=stddevs, votes_list=votes_list,
                       abstain_alpha=args.abstain_alpha or None)
     print(f"report: {write_report(result, args.out)}")
     return 0
@@ -325,8 +370,10 @@ def cmd_datasets(args) -> int:
 def cmd_tune(args, argv) -> int:
     if args.objective not in OBJECTIVES:
         raise UserInputError(f"unknown --objective {args.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if not 0 < args.validation < 1:
+        raise UserInputError(f"--validation must be in (0, 1), got {args.validation}")
     out = Path(args.out)
-    if (out / "metadata.json").exists() and not args.overwrite:
+    if output_kind(out) == "export" and not args.overwrite:  # a file or a folder of other things: refused
         raise UserInputError(f"{out} already holds an export; pass --overwrite or choose another --out")
     data = load_dataset(args.dataset, args.data_dir, args.download).subset(args.train_limit, None)
     base = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
