@@ -36,9 +36,12 @@ the majority vote of those passes is wrong.
 classified correctly, and keeps per point the first successful adversarial example (the worst case
 over the attacks). The FAB-T and Square members of AutoAttack standard are not included here.
 
-Registry: nothing is registered on import. :func:`register` adds ``apgd_ce``, ``apgd_dlr``
-(targeted) and ``autoattack`` to :mod:`evaluation.attacks`'s registry (kind ``ball``, gradient
-``model``); call it once, e.g. at the bottom of this module or of :mod:`evaluation.suites`.
+Registry: importing this module (as every registry read does, :func:`zoo.registry.import_submodules`)
+calls :func:`register`, which adds ``apgd_ce``, ``apgd_dlr`` (targeted) and ``autoattack`` to
+:mod:`evaluation.attacks`'s registry (kind ``ball``, gradient ``model``): they are choices of
+``--attacks`` and ``--transfer-attacks``. The harness's white-box suite runs them through
+:func:`harness_attack` instead, on the model itself (EOT, the harness's vote as the judge), and
+``autoattack`` is its reference white-box number.
 """
 from __future__ import annotations
 
@@ -559,3 +562,53 @@ def register() -> None:
     for name in ATTACKS:
         if name not in REGISTRY:
             register_attack(name, kind="ball", gradient="model", description=DESCRIPTIONS[name])(registry_run(name))
+
+
+def harness_attack(name: str, model: Model, x, y, eps: float, *, n_iter: int = 100, n_restarts: int = 1,
+                   eot: int = 1, seed: int = 0, predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                   batch_size: int | None = None) -> tuple[np.ndarray, dict]:
+    """Run ``name`` (one of :data:`ATTACKS`) on ``model`` itself, as the harness's white-box suite does.
+
+    Deterministic models (``eot == 1``) get AutoAttack ``standard`` (APGD-CE, then APGD-T with 9
+    targets); models with inference noise (``eot > 1``) get AutoAttack's ``rand`` version (APGD-CE,
+    then untargeted APGD-DLR, each gradient and loss the mean over ``eot`` noisy passes: expectation
+    over transformation, Athalye et al. 2018, section 4; Croce and Hein 2020, section 5). Success is
+    judged by ``predict`` (the harness's prediction, e.g. the vote of 20 noisy passes).
+
+    Args:
+        name: ``"apgd_ce"``, ``"apgd_dlr"`` (targeted for ``eot == 1``, untargeted with EOT, as in
+            AutoAttack's two versions) or ``"autoattack"``.
+        model: Keras model (``training=False``) or callable ``[N, ...] -> [N, K]`` logits.
+        x, y: the points to attack ``[N, ...]`` in [0, 1] (pass only the ones still classified
+            correctly), labels ``[N]``.
+        eps: L-inf radius in input units.
+        n_iter, n_restarts: per APGD run (AutoAttack: 100 and 1).
+        eot: stochastic passes per gradient (1 for a deterministic model).
+        predict: ``x -> labels``; default the majority vote of ``eot`` passes.
+        batch_size: points per batch (default: what :func:`zoo.memory.rows_per_chunk` allows for
+            ``eot`` copies of each, at most 500).
+
+    Returns:
+        ``(adv, budget)``: ``adv`` ``[N, ...]`` float32 inside the eps ball and [0, 1] (a point no
+        member broke is returned unchanged); ``budget`` with ``norm``, ``eps``, ``n_iter``,
+        ``restarts``, ``eot``, ``version``, ``attacks`` and ``accuracy_after`` (share of the ``N``
+        points still classified correctly after each member, in the order run).
+    """
+    if name not in ATTACKS:
+        raise UserInputError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    if batch_size is None:
+        batch_size = 500
+        if isinstance(model, keras.Model):
+            from zoo.memory import rows_per_chunk
+            batch_size = max(1, min(500, rows_per_chunk(model) // max(eot, 1)))
+    version = "rand" if eot > 1 else "standard"
+    members = {"autoattack": None, "apgd_ce": ["apgd_ce"],
+               "apgd_dlr": ["apgd_dlr"] if version == "rand" else ["apgd_t"]}[name]
+    res = autoattack(model, x, y, eps, version=version, n_iter=n_iter, n_restarts=n_restarts, eot_samples=eot,
+                     seed=seed, batch_size=batch_size, predict=predict, attacks=members)
+    budget = dict(res.budget)
+    budget["accuracy_after"] = res.accuracy_after
+    return res.adv, budget
+
+
+register()

@@ -31,8 +31,10 @@ Samples are processed ``max_rows`` (example, noise) rows at a time, so memory is
 
 Harness integration: :func:`certify_suite` is a suite function (``fn(ctx) -> None``) writing the
 rows of :func:`certify_rows` (certified accuracy vs L2 radius, Wilson intervals) and the plot
-``certified_accuracy.png``; nothing is registered on import, :func:`register` adds it to
-:mod:`evaluation.suites`'s registry as ``certify``.
+``certified_accuracy.png``; importing the module (every registry read does) calls :func:`register`,
+which adds it to :mod:`evaluation.suites`'s registry as ``certify`` (``--suite certify``; its
+settings are the ``certify_*`` fields of :class:`evaluation.suites.SuiteSettings`, the CLI's
+``--certify-*`` flags).
 """
 from __future__ import annotations
 
@@ -384,3 +386,6 @@ def register() -> None:
 
     if "certify" not in SUITES:
         register_suite("certify", note=SUITE_NOTE)(certify_suite)
+
+
+register()

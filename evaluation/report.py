@@ -31,6 +31,7 @@ _EXTRA = (  # (row key, column title, format)
     ("abstain_rate", "abstain %", lambda v: f"{100 * v:.1f}"),
     ("smoothed_accuracy", "answered & right %", lambda v: f"{100 * v:.1f}"),
     ("changed_rate", "class changed %", lambda v: f"{100 * v:.2f}"),
+    ("accuracy_after", "accuracy after each member %", lambda v: ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items())),
 )
 
 
@@ -60,8 +61,9 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
                 suite == "gradfree" and any(f.startswith("flat_finite_differences") for f in flagged))
             name = r["model"] + (" **(masking?)**" if masked else "")
             what = r.get("attack") or r.get("corruption") or ""
-            settings = " ".join(f"{k}={r[k]}" for k in ("source", "eps", "norm", "steps", "eot", "severity", "stddev",
-                                                        "votes", "draws") if r.get(k) is not None)
+            settings = " ".join(f"{k}={r[k]}" for k in ("source", "eps", "norm", "steps", "restarts", "eot", "version",
+                                                        "severity", "stddev", "votes", "draws", "sigma", "n0",
+                                                        "samples", "alpha") if r.get(k) is not None)
             extra = [c[2](r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
             lines.append(f"| {name} | {what} | {settings} | {r['n']} | {_pct(r)} | " + " | ".join(extra) + " |")
         lines.append("")
@@ -116,9 +118,23 @@ def _plots(rows, out: Path, lines: list[str]) -> None:
     plot("accuracy_vs_stddev.png", "noisy inference: accuracy vs stddev (SNR dB = -20 log10 s)", "inference stddev",
          series)
     _heatmap(rows, out, lines)
+    _certified(rows, out, lines)
     lines.append("")
     lines.append("SNR of multiplicative noise: " + ", ".join(
         f"s={s:g}: {-20 * math.log10(s):.1f} dB" for s in (0.2, 0.4, 0.6, 0.8, 1.0)))
+
+
+def _certified(rows, out: Path, lines: list[str]) -> None:
+    """Certified accuracy vs L2 radius (Cohen, Rosenfeld and Kolter 2019), one curve per model and sigma."""
+    from evaluation.certify import curves_from_rows, plot_certified_accuracy
+
+    curves = curves_from_rows(rows)
+    if not curves:
+        return
+    cert = [r for r in rows if r["suite"] == "certify"]
+    plot_certified_accuracy(curves, out / "certified_accuracy.png",
+                            title=f"Gaussian smoothing, n = {cert[0]['samples']}, alpha = {cert[0]['alpha']}")
+    lines.append("![certified accuracy vs L2 radius](certified_accuracy.png)")
 
 
 def _heatmap(rows, out: Path, lines: list[str]) -> None:

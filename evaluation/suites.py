@@ -50,7 +50,11 @@ class SuiteSettings:
 
     sources: tuple[str, ...] = ()
     eps_list: tuple[float, ...] = (0.1, 0.2, 0.3)
-    whitebox_attacks: tuple[str, ...] = ("fgsm", "pgd")
+    whitebox_attacks: tuple[str, ...] = ("fgsm", "pgd", "autoattack")
+    reference_attack: str | None = "autoattack"  # always in the white-box suite: its reference number
+    apgd_steps: int = 100  # iterations of every APGD run (apgd_ce, apgd_dlr, autoattack members)
+    apgd_restarts: int = 1
+    unbounded_eps: float | None = 1.0  # the reference attack also runs here: it must reach 100% success
     transfer_attacks: tuple[str, ...] = ("fgsm", "pgd")
     minimal_attacks: tuple[str, ...] = ("cw_l2", "hotcold")
     corruptions: tuple[str, ...] = ()
@@ -67,6 +71,12 @@ class SuiteSettings:
     distortion_per_class: int = 10
     distortion_draws: int = 100
     pass_limit: int = 50
+    certify_sigmas: tuple[float, ...] = (0.25,)  # the certify suite (evaluation.certify.certify_suite)
+    certify_n0: int = 100
+    certify_n: int = 10_000
+    certify_alpha: float = 0.001
+    certify_radii: tuple[float, ...] | None = None  # None: 17 radii from 0 to 4 sigma
+    certify_max_points: int = 500
     seed: int = 0
 
 
@@ -209,34 +219,69 @@ def clean_suite(ctx: SuiteContext) -> None:
                  "flat_probe_fraction": flat_probe_fraction(logits_fn(model, stddev=0.0), x[:500], y[:500], seed=seed)})
 
 
+def _apgd_row_settings(budget: dict, n_attacked: int, n: int) -> dict:
+    """Row fields of an APGD-family run: its budget, and the accuracy over all ``n`` points after
+    each member (``budget["accuracy_after"]`` is over the ``n_attacked`` points it was given)."""
+    after = {k: (v * n_attacked) / n if n else float("nan") for k, v in budget["accuracy_after"].items()}
+    after.pop("clean", None)
+    return {"steps": budget["n_iter"], "restarts": budget["restarts"], "eot": budget["eot"],
+            "version": budget["version"], "members": list(budget["attacks"]), "accuracy_after": after}
+
+
 @register_suite("whitebox", pixels=True,
-                note="Gradient attacks on the model itself (EOT over noise draws for noisy models). Rows without eps "
-                     "are minimal-perturbation attacks: read success with the size and PASS of the change. "
-                     "`pgd_smoothed` and `lr_pgd` attack step-activation nets through a usable gradient.")
+                note="Gradient attacks on the model itself (EOT over noise draws for noisy models). `autoattack` is "
+                     "the reference number: per point the worst case of APGD-CE and APGD-T (AutoAttack standard, "
+                     "Croce and Hein 2020), or for noisy models APGD-CE and APGD-DLR with EOT (AutoAttack rand), "
+                     "run only on points still correct; its row at eps 1.0 is the unbounded-attack sanity check "
+                     "(must reach 100% success). Rows without eps are minimal-perturbation attacks: read success "
+                     "with the size and PASS of the change. `pgd_smoothed` and `lr_pgd` attack step-activation nets "
+                     "through a usable gradient.")
 def whitebox_suite(ctx: SuiteContext) -> None:
     """Eps-ball attacks on each model's own gradient (EOT for noisy models), plus, for step nets, the
-    registered ``surrogate`` attacks and PGD on the smooth stand-in; then the minimal attacks."""
+    registered ``surrogate`` attacks and PGD on the smooth stand-in; then the minimal attacks.
+
+    The APGD family (``apgd_ce``, ``apgd_dlr``, ``autoattack``; :func:`evaluation.apgd.harness_attack`)
+    runs on the model itself with ``apgd_steps`` iterations, EOT over ``eot`` passes for noisy
+    models, only on the points still classified correctly, success judged by the harness's own
+    prediction (the vote for noisy models). ``reference_attack`` always runs, at every eps and at
+    ``unbounded_eps`` (Carlini et al. 2019, section 5.2: an unbounded attack must reach 100%)."""
+    from evaluation.apgd import ATTACKS as APGD_FAMILY
+    from evaluation.apgd import harness_attack
+
     s, x, y = ctx.settings, ctx.x, ctx.y
     for name, model in ctx.models.items():
         noisy = noise_settings(model)["infer_stddev"] > 0
         eot = s.eot if noisy else 1
         fn = logits_fn(model, eot=eot)
         pred_clean = ctx.clean_pred(name, model)
-        plan = [(att, fn, att) for att in s.whitebox_attacks]
+        chosen = list(dict.fromkeys([*s.whitebox_attacks, *([s.reference_attack] if s.reference_attack else [])]))
+        plan = [(att, fn, att) for att in chosen]
         if has_step_activations(model):  # zero gradients a.e.: give the attacker a usable gradient
             plan += [("pgd_smoothed", logits_fn(smoothed_model(model), eot=eot), "pgd")]
-            plan += [(att, fn, att) for att in list_attacks(gradient="surrogate") if att not in s.whitebox_attacks]
-        for eps in s.eps_list:
-            for label, attack_fn, att in plan:
-                key = f"{name}|whitebox|{label}|{eps}"
-                if ctx.done(key):
-                    continue
+            plan += [(att, fn, att) for att in list_attacks(gradient="surrogate") if att not in chosen]
+        runs = [(eps, item) for eps in s.eps_list for item in plan]
+        if s.reference_attack and s.unbounded_eps and s.unbounded_eps not in s.eps_list:
+            runs += [(s.unbounded_eps, (s.reference_attack, fn, s.reference_attack))]
+        for eps, (label, attack_fn, att) in runs:
+            key = f"{name}|whitebox|{label}|{eps}"
+            if ctx.done(key):
+                continue
+            if att in APGD_FAMILY:
+                idx = np.flatnonzero(pred_clean == y)
+                adv = x.copy()
+                adv[idx], budget = harness_attack(att, model, x[idx], y[idx], eps, n_iter=s.apgd_steps,
+                                                  n_restarts=s.apgd_restarts, eot=eot, seed=s.seed,
+                                                  predict=lambda a, m=model: ctx.predict(m, a))
+                settings = {"eps": eps, "norm": "inf", **_apgd_row_settings(budget, len(idx), len(y))}
+            else:
                 adv = attack(att, attack_fn, x, y, eps, steps=s.steps, step_size=s.step_size, restarts=s.restarts,
                              seed=s.seed).numpy()
-                ctx.count("attack_runs")
-                ctx.add({"key": key, **attack_row(name, "whitebox", label, x, y, adv, ctx.predict(model, adv),
-                                                  {"eps": eps, "norm": "inf", "steps": s.steps, "eot": eot},
-                                                  pred_clean=pred_clean)})
+                settings = {"eps": eps, "norm": "inf", "steps": s.steps, "eot": eot}
+                if att == "pgd":
+                    settings["restarts"] = s.restarts
+            ctx.count("attack_runs")
+            ctx.add({"key": key, **attack_row(name, "whitebox", label, x, y, adv, ctx.predict(model, adv), settings,
+                                              pred_clean=pred_clean)})
         for att in s.minimal_attacks:
             key = f"{name}|whitebox|{att}"
             if ctx.done(key):

@@ -171,7 +171,7 @@ def test_certify_suite_in_the_harness_context(plane, tmp_path):
     ev = Evaluation(tmp_path, log=lambda line: None)
     ctx = SuiteContext(models={"lin": linear_classifier(w, b)}, model_dirs=[], x=x, y=y, settings=SuiteSettings(),
                        ev=ev)
-    certify_suite(ctx)  # SuiteSettings has no certify_* fields yet: the suite's defaults apply
+    certify_suite(ctx)  # SuiteSettings' certify_* defaults (sigma 0.25, n 10,000) apply
     rows = [r for r in ev.rows if r["suite"] == "certify"]
     assert len(rows) == len(default_radii(0.25)) and rows[0]["samples"] == 10_000
     assert (tmp_path / "certified_accuracy.png").exists() and (tmp_path / "report.json").exists()
