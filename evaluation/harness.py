@@ -3,14 +3,20 @@
 :func:`evaluate` returns (and writes to ``report.json``) a list of rows. Every row has ``model``,
 ``suite``, ``attack`` or ``corruption``, its settings, ``n``, ``accuracy`` with a 95% Wilson
 interval, and for attacks the success rate and the mean L2 / L-inf size of successful
-perturbations. Rows are keyed; a rerun with the same output directory skips finished rows, so an
-interrupted run resumes. Work is shared: adversarial examples are made once per source model and
-reused for every target, corrupted images once per corruption and severity, and iterative attacks
-run only on the points still classified correctly (as AutoAttack does).
+perturbations. Rows are keyed, and each carries ``settings_hash`` (every setting, the test points
+and the checksums of every model) and ``digest`` (of the row itself): a rerun with the same output
+directory skips a finished row only when both match, so an interrupted run resumes, a changed
+setting recomputes, and a stale or hand-edited row is dropped, never published. Work is shared:
+adversarial examples are made once per source model and reused for every target, corrupted images
+once per corruption and severity, and iterative attacks run only on the points still classified
+correctly (as AutoAttack does).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -21,8 +27,8 @@ import numpy as np
 from evaluation.attacks import get_attack, list_attacks
 from evaluation.corruptions import get_corruption, list_corruptions
 from evaluation.suites import SuiteContext, SuiteSettings, get_suite, list_suites
-from zoo.errors import UserInputError
-from zoo.export import load_model
+from zoo.errors import OutputExistsError, UserInputError
+from zoo.export import MAX_STDDEV, MAX_VOTES, load_model, read_metadata, verify_export
 from zoo.noise import set_noise
 
 SCHEMA_VERSION = 2
@@ -31,19 +37,26 @@ SCHEMA_VERSION = 2
 class Evaluation:
     """Holds the report rows, their keys and the counters; saves after every row (atomic rename)."""
 
-    def __init__(self, out: Path | None, log: Callable[[str], None] = print):
+    def __init__(self, out: Path | None, log: Callable[[str], None] = print, fingerprint: str = ""):
         self.out = out
         self.log = log
+        self.fingerprint = fingerprint
         self.rows: list[dict] = []
         self.counters = {"attack_runs": 0, "model_passes": 0}
         self.started = time.perf_counter()
         if out is not None and (out / "report.json").exists():
-            self.rows = json.loads((out / "report.json").read_text())["rows"]
+            rows = read_rows(out / "report.json")
+            self.rows = [r for r in rows if r.get("settings_hash") == fingerprint and r.get("digest") == row_digest(r)]
+            if len(self.rows) < len(rows):
+                log(f"  {len(rows) - len(self.rows)} of {len(rows)} rows in {out / 'report.json'} were made with other "
+                    "settings or edited by hand: dropped, recomputing")
 
     def done(self, key: str) -> dict | None:
         return next((r for r in self.rows if r["key"] == key), None)
 
     def add(self, row: dict) -> dict:
+        row["settings_hash"] = self.fingerprint
+        row["digest"] = row_digest(row)
         self.rows.append(row)
         what = row.get("attack") or row.get("corruption") or ""
         self.log(f"  [{len(self.rows):>4} rows, {time.perf_counter() - self.started:6.0f} s] {row['model']:<24} "
@@ -59,6 +72,86 @@ class Evaluation:
         tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "counters": self.counters, "rows": self.rows},
                                   indent=1, default=float))
         os.replace(tmp, self.out / "report.json")
+
+
+def row_digest(row: dict) -> str:
+    """sha256 of a row without its ``digest`` (canonical JSON), so a hand-edited row is recognised."""
+    body = {k: v for k, v in row.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of an existing ``report.json``; :class:`UserInputError` naming the file if it is not one."""
+    try:
+        report = json.loads(path.read_text())
+        rows = report["rows"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("key"), str) for r in rows):
+            raise TypeError("rows must be a list of keyed objects")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserInputError(f"{path} is not a glrzoo report ({type(e).__name__}: {str(e)[:120]}); move it away "
+                             "or choose another --out") from None
+    return rows
+
+
+def fingerprint(settings, infer_stddev, x, y, model_dirs: Sequence[str]) -> str:
+    """sha256 of everything a row depends on: the settings, the test points and every model's checksums."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"settings": dataclasses.asdict(settings), "infer_stddev": infer_stddev,
+                         "schema": SCHEMA_VERSION}, sort_keys=True, default=str).encode())
+    for a in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    for d in model_dirs:
+        h.update(json.dumps([Path(d).name, read_metadata(d).get("files")], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _check_inputs(x, y, eps_list, stddevs, votes_list, infer_stddev, counts: dict) -> None:
+    """Every number that enters the harness: finite and in range, or one line naming it."""
+    if len(x) != len(y) or len(x) == 0:
+        raise UserInputError(f"need as many labels as examples, and at least one: got {len(x)} examples, {len(y)} labels")
+    if not np.all(np.isfinite(x)):
+        raise UserInputError("the examples hold NaN or infinite values")
+    for label, values, low, high in (("eps", eps_list, 0, 1), ("stddevs", stddevs, 0, MAX_STDDEV),
+                                     ("votes_list", votes_list, 1, MAX_VOTES)):
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v) \
+                    or not low <= v <= high:
+                raise UserInputError(f"{label} values must be finite numbers in [{low}, {high}], got {v!r}")
+    if infer_stddev is not None and not (math.isfinite(infer_stddev) and 0 <= infer_stddev <= MAX_STDDEV):
+        raise UserInputError(f"infer_stddev must be a finite number in [0, {MAX_STDDEV}], got {infer_stddev!r}")
+    for label, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise UserInputError(f"{label} must be an integer >= 1, got {v!r}")
+    if any(int(v) != v for v in votes_list):
+        raise UserInputError(f"votes_list values must be integers, got {list(votes_list)}")
+
+
+def _check_models(model_dirs, sources, x, dataset: str | None, allow_dataset_mismatch: bool) -> None:
+    """Refuse models that cannot take these inputs, and (unless allowed) models trained on another data set."""
+    names = [Path(d).name for d in model_dirs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserInputError(f"two models share the name {', '.join(dup)} (rows are keyed by folder name); "
+                             "rename or copy one of them")
+    for d in dict.fromkeys([*model_dirs, *sources]):
+        meta = read_metadata(d)
+        shape = (meta.get("architecture") or {}).get("input_shape")
+        if shape is not None and list(shape) != list(np.shape(x)[1:]):
+            raise UserInputError(f"{d} takes inputs of shape {tuple(shape)}, but the examples have shape "
+                                 f"{tuple(np.shape(x)[1:])}; evaluate it on the data set it was trained on")
+        trained = (meta.get("dataset") or {}).get("name")
+        if dataset is not None and trained is not None and trained != dataset and not allow_dataset_mismatch:
+            raise UserInputError(f"{d} was trained on {trained!r} but would be evaluated on {dataset!r}; use "
+                                 f"--dataset {trained}, or pass --allow-dataset-mismatch if you mean it")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another --out (nothing was changed)")
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+        raise OutputExistsError(f"{out} is not empty and holds no report.json; choose another --out "
+                                "(nothing was changed)")
 
 
 def _settings(row):
@@ -160,8 +253,12 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
                                  f"{certify_n0}, {certify_n}, {certify_max_points} and {certify_alpha}")
         if certify_radii is not None and any(not r >= 0 for r in certify_radii):
             raise UserInputError(f"certify radii must be >= 0, got {list(certify_radii)}")
-    ev = Evaluation(Path(out) if out is not None else None, log)
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
+    for d in sources:  # sources too, before any row is made
+        if Path(d).name not in models:
+            verify_export(d)
+    ev = Evaluation(Path(out) if out is not None else None, log,
+                    fingerprint(settings, infer_stddev, x, y, list(dict.fromkeys([*model_dirs, *sources]))))
     if infer_stddev is not None:  # evaluate every target with its inference noise on (noisy hardware)
         for model in models.values():
             set_noise(model, infer_stddev=infer_stddev)
