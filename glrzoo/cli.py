@@ -194,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=500, help="test examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="report directory")
+    g = p.add_argument_group("reference white-box attack (AutoAttack, Croce and Hein 2020)")
+    g.add_argument("--reference-attack", default="autoattack",
+                   help="always in the whitebox suite, at every --eps and --unbounded-eps ('' for none)")
+    g.add_argument("--apgd-steps", type=_positive_int, default=100, help="iterations of every APGD run")
+    g.add_argument("--apgd-restarts", type=_positive_int, default=1, help="restarts of every APGD run")
+    g.add_argument("--unbounded-eps", type=_stddev, default=1.0,
+                   help="the reference attack also runs at this L-inf radius and must reach 100%% success (0: skip)")
+    g = p.add_argument_group("certify suite (Gaussian smoothing, Cohen, Rosenfeld and Kolter 2019)")
+    g.add_argument("--certify-sigmas", default="0.25", help="comma-separated noise stddevs, input units")
+    g.add_argument("--certify-n0", type=_positive_int, default=100, help="samples that pick the class")
+    g.add_argument("--certify-n", type=_positive_int, default=10_000, help="samples that estimate its probability")
+    g.add_argument("--certify-alpha", type=_finite, default=0.001, help="failure probability of each certificate")
+    g.add_argument("--certify-radii", default=None,
+                   help="comma-separated L2 radii of the table (default: 17 from 0 to 4 sigma)")
+    g.add_argument("--certify-max-points", type=_positive_int, default=500, help="test points certified")
 
     p = sub.add_parser("tune", help="keras-tuner search over a training recipe; exports the best model")
     p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
@@ -344,7 +359,15 @@ def cmd_evaluate(args) -> int:
                       steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
                       votes=args.predict_votes, infer_stddev=args.infer_stddev,
                       stddevs=stddevs, votes_list=votes_list,
-                      abstain_alpha=args.abstain_alpha or None)
+                      abstain_alpha=args.abstain_alpha or None,
+                      reference_attack=_names("--reference-attack", args.reference_attack, list_attacks(kind="ball"))[0]
+                      if args.reference_attack else None,
+                      apgd_steps=args.apgd_steps, apgd_restarts=args.apgd_restarts,
+                      unbounded_eps=args.unbounded_eps or None,
+                      certify_sigmas=_numbers("--certify-sigmas", args.certify_sigmas, low=1e-12),
+                      certify_n0=args.certify_n0, certify_n=args.certify_n, certify_alpha=args.certify_alpha,
+                      certify_radii=_numbers("--certify-radii", args.certify_radii, low=0) if args.certify_radii else None,
+                      certify_max_points=args.certify_max_points)
     print(f"report: {write_report(result, args.out)}")
     return 0
 
