@@ -172,7 +172,8 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
              reference_attack: str | None = "autoattack", apgd_steps: int = 100, apgd_restarts: int = 1,
              unbounded_eps: float | None = 1.0, certify_sigmas=(0.25,), certify_n0: int = 100,
              certify_n: int = 10_000, certify_alpha: float = 0.001, certify_radii=None,
-             certify_max_points: int = 500) -> dict:
+             certify_max_points: int = 500, dataset: str | None = None,
+             allow_dataset_mismatch: bool = False) -> dict:
     """Evaluate every export in ``model_dirs`` on ``(x, y)``; returns ``{"rows", "counters", "flags"}``.
 
     Runs each chosen suite's function (:mod:`evaluation.suites`) in registry order, on one shared
@@ -215,7 +216,14 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
             the ``certify`` suite (Cohen, Rosenfeld and Kolter 2019): Gaussian stddevs (input units),
             selection and estimation samples, failure probability, L2 radii of the table (``None``:
             17 from 0 to 4 sigma) and how many of the test points are certified.
+        dataset: the name of the data set ``x`` comes from; a model trained on another one is
+            refused unless ``allow_dataset_mismatch`` (a model whose input shape differs always is).
     """
+    _check_inputs(x, y, eps_list, stddevs, votes_list, infer_stddev,
+                  {"steps": steps, "restarts": restarts, "eot": eot, "votes": votes, "vote_repeats": vote_repeats})
+    if out is not None:
+        _check_out(Path(out))
+    _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)
     entries = [get_suite(name) for name in suites]  # unknown names: one line naming the choices
     images = [e.name for e in entries if e.images]
     if images and np.ndim(x) != 4:
