@@ -15,6 +15,9 @@ name       method                                                        source
 ``lbfgs``  box-constrained L-BFGS, L-inf ball ``eps`` (Szegedy 2014)     :mod:`evaluation.minimal_attacks`
 ``hotcold``  hot/cold HC1, minimal step; ``eps`` caps the L-inf kept       :mod:`evaluation.minimal_attacks`
 ``lr_pgd``  PGD on the likelihood-ratio input gradient (forward only)    :mod:`evaluation.surrogate`
+``apgd_ce``  APGD, cross-entropy (Croce and Hein 2020)                    :mod:`evaluation.apgd`
+``apgd_dlr``  APGD-T, targeted DLR loss (Croce and Hein 2020)              :mod:`evaluation.apgd`
+``autoattack``  per point the worst of APGD-CE and APGD-T (the reference)  :mod:`evaluation.apgd`
 =========  ============================================================  ======================
 
 cleverhans 4.0.0's ``carlini_wagner_l2`` is broken on Keras 3 in three ways (see
@@ -72,6 +75,8 @@ class AttackEntry:
             (a usable stand-in for a zero-almost-everywhere gradient: the harness adds these to the
             white-box suite of step nets, and the masking checks compare them with plain PGD) or
             ``"none"`` (queries only: the gradient-free suite runs these).
+        single_step: one gradient step (FGSM); the masking audit expects every iterative attack
+            to do at least as well (Carlini et al. 2019, checklist).
     """
 
     name: str
@@ -79,6 +84,7 @@ class AttackEntry:
     kind: str
     gradient: str
     description: str
+    single_step: bool = False
 
 
 ATTACKS: dict[str, AttackEntry] = {}
@@ -86,7 +92,8 @@ KINDS = ("ball", "minimal")
 GRADIENTS = ("model", "surrogate", "none")
 
 
-def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", description: str | None = None):
+def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", description: str | None = None,
+                    single_step: bool = False):
     """Decorator: register ``run(fn, x, y, settings) -> adversarial x`` as attack ``name``.
 
     A new attack is one decorated function in any module of ``evaluation/``; it becomes a choice of
@@ -100,7 +107,7 @@ def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", d
         if name in ATTACKS:
             raise ValueError(f"attack {name!r} is already registered")
         doc = description or (inspect.getdoc(run) or name).splitlines()[0]
-        ATTACKS[name] = AttackEntry(name, run, kind, gradient, doc)
+        ATTACKS[name] = AttackEntry(name, run, kind, gradient, doc, single_step)
         return run
     return decorator
 
@@ -185,7 +192,7 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
     return entry.run(fn, x, y, settings)
 
 
-@register_attack("fgsm", description="one signed-gradient step (Goodfellow et al. 2015)")
+@register_attack("fgsm", description="one signed-gradient step (Goodfellow et al. 2015)", single_step=True)
 def _fgsm(fn, x, y, s: AttackSettings) -> tf.Tensor:
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
     return fast_gradient_method(fn, x, s.eps, s.order, clip_min=0.0, clip_max=1.0, y=y)

@@ -51,7 +51,10 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert "plain_gradient_weaker_than_smoothed" in md
     assert "## transfer matrix" in md and "| relu | " in md  # source rows x target columns
     assert "step **(masking?)**" in md and "blank_gradients" in md  # ... and the report says why
-    assert "no_collapse_at_large_eps" in md
+    assert "- `relu`: none" in md  # an undefended net whose attacks behave as the checklist expects: no flag
+    wb_aa = [r for r in rows if r["suite"] == "whitebox" and r["attack"] == "autoattack"]
+    assert {(r["model"], r["eps"]) for r in wb_aa} == {(m, e) for m in ("relu", "step") for e in (0.1, 0.5, 1.0)}
+    assert next(r for r in wb_aa if r["model"] == "relu" and r["eps"] == 1.0)["success_rate"] == 1.0
     assert (out / "accuracy_vs_eps.png").is_file() and (out / "accuracy_vs_severity.png").is_file()
     # every registered corruption at five severities, the authors' mean (eq. 6) and the mean over all
     assert len([r for r in rows if r["suite"] == "corruption"]) == 2 * (len(list_corruptions()) * 5 + 2)
