@@ -329,6 +329,16 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         trainer.compile(optimizer=make_optimizer(config.optimizer, lr, config.weight_decay))
         trainer.build((None, *data.input_shape))
         trainer.optimizer.build(model.trainable_variables + (trainer.aux.trainable_variables if trainer.aux else []))
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3's fit "symbolically builds" the model from the first batch by reducing it across
+        # replicas (strategy.reduce("MEAN", batch)), which fails under MultiWorkerMirroredStrategy
+        # ("Attempt to convert a value (PerReplica ...) to a Tensor"). The trainer, its model and its
+        # optimizer are already built above, so that step has nothing to do: skip it.
+        trainer._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        # ... and it reduces every logged value with strategy.reduce("MEAN", v, axis=0), which fails on
+        # a scalar ("Invalid reduction dimension 0 for input with 0 dimensions"): log shape-[1] values.
+        step = trainer.train_step
+        trainer.train_step = lambda batch: {k: tf.reshape(v, [1]) for k, v in step(batch).items()}
 
     start_epoch = _completed_epochs(ckpt) if (ckpt is not None and config.resume) else 0
     chief = _is_chief(strategy)
@@ -344,9 +354,8 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         run_log["recipe"] = config.recipe()
         callbacks.append(keras.callbacks.BackupAndRestore(str(ckpt), double_checkpoint=True, delete_checkpoint=False))
         callbacks.append(_ApplyRecipe(config.lr))
-        if chief:
-            callbacks.append(_RunLog(ckpt / RUN_LOG, run_log))
-            _write_json(ckpt / RUN_LOG, run_log)
+        callbacks.append(_RunLog(ckpt / RUN_LOG, run_log))  # every worker: each resumes from its own backup
+        _write_json(ckpt / RUN_LOG, run_log)
     ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)
     t0 = time.time()
     history = {}
