@@ -147,11 +147,12 @@ def output_kind(out: str | os.PathLike) -> str:
 
 def _validated_images(images, example_shape, value_range=(0.0, 1.0)):
     lo, hi = (float(v) for v in value_range)
-    tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant(example_shape, tf.int32),
-                              message=f"images must have shape [N, {', '.join(map(str, example_shape))}]")
-    tf.debugging.assert_greater_equal(images, lo, message=f"images must be in [{lo:g}, {hi:g}]")
-    tf.debugging.assert_less_equal(images, hi, message=f"images must be in [{lo:g}, {hi:g}]")
-    return images
+    shape = tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant(example_shape, tf.int32),
+                                      message=f"images must have shape [N, {', '.join(map(str, example_shape))}]")
+    checks = [shape, tf.debugging.assert_greater_equal(images, lo, message=f"images must be in [{lo:g}, {hi:g}]"),
+              tf.debugging.assert_less_equal(images, hi, message=f"images must be in [{lo:g}, {hi:g}]")]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
 
 
 def build_export_archive(model: keras.Model, value_range=(0.0, 1.0)) -> keras.export.ExportArchive:
@@ -169,10 +170,12 @@ def build_export_archive(model: keras.Model, value_range=(0.0, 1.0)) -> keras.ex
 
     def noisy_vote(images, stddev, votes):
         images = _validated_images(images, model.input_shape[1:], value_range)
-        tf.debugging.assert_greater_equal(stddev, 0.0, message="stddev must be >= 0")
-        tf.debugging.assert_less_equal(stddev, MAX_STDDEV, message=f"stddev must be <= {MAX_STDDEV}")
-        tf.debugging.assert_greater_equal(votes, 1, message="votes must be >= 1")
-        tf.debugging.assert_less_equal(votes, MAX_VOTES, message=f"votes must be <= {MAX_VOTES}")
+        checks = [tf.debugging.assert_greater_equal(stddev, 0.0, message="stddev must be >= 0"),
+                  tf.debugging.assert_less_equal(stddev, MAX_STDDEV, message=f"stddev must be <= {MAX_STDDEV}"),
+                  tf.debugging.assert_greater_equal(votes, 1, message="votes must be >= 1"),
+                  tf.debugging.assert_less_equal(votes, MAX_VOTES, message=f"votes must be <= {MAX_VOTES}")]
+        with tf.control_dependencies(checks):  # checked before any op uses them (a zero vote count divides)
+            images, stddev, votes = tf.identity(images), tf.identity(stddev), tf.identity(votes)
         counts = vote_counts(model, images, votes, stddev)
         return {"vote_counts": counts, "classes": tf.argmax(counts, -1)}
 
