@@ -1,51 +1,238 @@
-"""Noisy inference with voting: K noisy forward passes, predict the most frequent class."""
+"""Noisy inference with voting: K noisy forward passes, predict the most frequent class.
+
+Voting at its compute floor. ``K`` votes need ``K`` noisy passes, but not ``K`` copies of the work
+that comes before the first noise: that part of the network (the noise-free layers in front of the
+first noisy layer, and that layer's own matrix product, bias or batch norm) is the same for every
+vote, so :func:`vote_counts` computes it once per example and replicates only its output; noise
+and everything after it run once per vote. For a model whose first noisy layer is a
+:class:`zoo.noisy_dense.NoisyDense` or :class:`zoo.noisy_conv2d.NoisyConv2D` the split is exact:
+the same rows, the same seeds and so the same noise as ``K`` full passes. Eager calls run one
+compiled graph per model and input shape.
+"""
 from __future__ import annotations
+
+import dataclasses
+import numbers
+import weakref
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.errors import UserInputError
 from zoo.memory import rows_per_chunk
 from zoo.noise_context import noise_override
 
+VOTES_CAP = 10_000  # the majority of 10,000 votes is already known to about +-1% of the vote share
 
-def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_rows: int | None = None) -> tf.Tensor:
+
+def check_votes(votes):
+    """``votes`` as an int in ``[1, VOTES_CAP]`` (a symbolic tensor passes through as int32).
+
+    Refuses zero, negative, fractional, boolean and huge counts with :class:`UserInputError`
+    naming the fix.
+    """
+    if tf.is_tensor(votes) and not tf.executing_eagerly():
+        return tf.cast(votes, tf.int32)  # traced (e.g. a SavedModel signature): checked in-graph by the caller
+    if tf.is_tensor(votes) or isinstance(votes, np.ndarray):
+        votes = np.asarray(votes).item() if np.size(votes) == 1 else votes
+    if isinstance(votes, (bool, np.bool_)):
+        raise UserInputError(f"votes must be a whole number of noisy passes, got {votes!r}; pass e.g. votes=20")
+    if not isinstance(votes, numbers.Integral):
+        if isinstance(votes, numbers.Real) and float(votes).is_integer():
+            votes = int(votes)
+        else:
+            raise UserInputError(f"votes must be a whole number of noisy passes, got {votes!r}; pass e.g. votes=20")
+    votes = int(votes)
+    if votes < 1:
+        raise UserInputError(f"votes must be >= 1 (each vote is one noisy pass), got {votes}; pass votes=1 for a "
+                             "single noisy pass or e.g. votes=20 for a majority vote")
+    if votes > VOTES_CAP:
+        raise UserInputError(f"votes={votes:,} is above the cap of {VOTES_CAP:,} noisy passes per example; pass "
+                             f"votes <= {VOTES_CAP:,} (more votes change the majority's share by well under 1%)")
+    return votes
+
+
+def _check_stddev(stddev):
+    if stddev is None or tf.is_tensor(stddev):
+        return stddev
+    if not (isinstance(stddev, numbers.Real) and np.isfinite(stddev) and stddev >= 0):
+        raise UserInputError(f"stddev must be a finite number >= 0 (or None for each layer's own), got {stddev!r}")
+    return float(stddev)
+
+
+# --------------------------------------------------------------------------- the split at the first noise
+@dataclasses.dataclass
+class _Split:
+    """``model(x) == rest(layer.activate(layer.add_noise(base(x))))``, ``base`` free of noise.
+
+    ``base`` runs once per example; ``head`` (noise and everything after) once per vote.
+    """
+    base: Callable[[tf.Tensor], tf.Tensor]
+    head: Callable[[tf.Tensor], tf.Tensor]
+    exact: bool  # True when base includes the first noisy layer's own matrix product
+
+
+def _pre_noise(layer, x: tf.Tensor) -> tf.Tensor:
+    """The pre-activation ``z`` of a dense or conv noisy layer before its noise (inference mode):
+    matrix product, then bias or batch norm with moving statistics (``BatchNormMixin.finish``)."""
+    from zoo.noisy_conv2d import NoisyConv2D
+
+    z = layer._conv(x) if isinstance(layer, NoisyConv2D) else tf.matmul(x, layer.kernel)
+    if layer.bias is not None:
+        z = z + layer.bias
+    if layer.batchnorm_enabled:
+        z, _ = layer.batchnorm(z, False)
+    return z
+
+
+def _build_split(model: keras.Model) -> _Split | None:
+    """The split of ``model`` at its first noisy layer, or ``None`` (no noisy layer, or a graph the
+    split cannot express, e.g. a branch around the first noisy layer)."""
+    from zoo.noise import noisy_layers
+    from zoo.noisy_conv2d import NoisyConv2D
+    from zoo.noisy_dense import NoisyDense
+
+    layers = noisy_layers(model)
+    if not layers or not isinstance(model, keras.Model):
+        return None
+    first = layers[0]
+    try:
+        prefix = keras.Model(model.inputs, first.input)
+        if any(layer in layers for layer in prefix.layers):
+            return None
+        rest = None if first.output is model.outputs[0] else keras.Model(first.output, model.outputs[0])
+    except Exception:  # not a functional chain through the first noisy layer
+        return None
+
+    def after(v):
+        return v if rest is None else rest(v, training=False)
+
+    if type(first) in (NoisyDense, NoisyConv2D):
+        return _Split(base=lambda x: _pre_noise(first, prefix(x, training=False)),
+                      head=lambda z: after(first.activate(first.add_noise(z, False, {"x": None}))), exact=True)
+    return _Split(base=lambda x: prefix(x, training=False), head=lambda h: after(first(h, training=False)), exact=False)
+
+
+_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _split(model) -> _Split | None:
+    try:
+        if model not in _SPLITS:
+            _SPLITS[model] = _build_split(model)
+        return _SPLITS[model]
+    except TypeError:  # not weakly referenceable
+        return _build_split(model)
+
+
+def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool) -> tf.Tensor:
+    """Counts ``[N, classes]``: examples in blocks of ``max(1, chunk // votes)``; per block the base
+    (the part before the first noise) once, then its ``votes * block`` rows, at most ``chunk`` per
+    pass; row ``r`` of a block is vote ``r // block`` of its example ``r % block``."""
+    split = _split(model) if reuse_prefix else None
+    base = split.base if split is not None else (lambda x: x)
+
+    def head(rows):
+        if split is not None:
+            return split.head(rows)
+        return model(rows, training=False)
+
+    n = tf.shape(images)[0]
+    classes = model.output_shape[-1]
+    chunk_t = tf.constant(chunk, tf.int32)
+    block = tf.maximum(1, chunk_t // votes)
+
+    def outer(e0, counts):
+        e1 = tf.minimum(e0 + block, n)
+        size = e1 - e0
+        shared = base(images[e0:e1])
+        total = votes * size
+
+        def inner(start, counts):
+            local = tf.range(start, tf.minimum(start + chunk_t, total)) % size
+            if stddev is None:
+                logits = head(tf.gather(shared, local))
+            else:
+                with noise_override(stddev):
+                    logits = head(tf.gather(shared, local))
+            pred = tf.argmax(logits, -1, output_type=tf.int32)
+            return start + chunk_t, tf.tensor_scatter_nd_add(counts, tf.stack([e0 + local, pred], 1),
+                                                             tf.ones_like(pred))
+
+        _, counts = tf.while_loop(lambda start, c: start < total, inner, (tf.constant(0), counts))
+        return e1, counts
+
+    _, counts = tf.while_loop(lambda e, c: e < n, outer, (tf.constant(0), tf.zeros([n, classes], tf.int32)))
+    return counts
+
+
+def _compiled(model, shape: tuple, chunk: int, with_stddev: bool, reuse_prefix: bool):
+    """One traced graph per (model, input shape, chunk, stddev given or not, split)."""
+    key = (shape, chunk, with_stddev, reuse_prefix)
+    try:
+        cache = _COMPILED.setdefault(model, {})
+    except TypeError:
+        cache = {}
+    if key not in cache:
+        spec = [tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
+
+        def run(images, votes, stddev):
+            return _count_loop(model, images, votes, stddev if with_stddev else None, chunk, reuse_prefix)
+
+        cache[key] = tf.function(run, input_signature=spec)
+    return cache[key]
+
+
+def _noise_free(model, stddev) -> bool:
+    """True when no noisy layer will draw noise (eagerly known): every vote is the same pass."""
+    from zoo.noise import noisy_layers
+
+    if tf.is_tensor(stddev):
+        return False
+    if stddev is not None:
+        return stddev == 0
+    return all(float(layer.infer_stddev.numpy()) == 0 for layer in noisy_layers(model))
+
+
+def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_rows: int | None = None,
+                reuse_prefix: bool = True) -> tf.Tensor:
     """Class vote counts ``[N, classes]`` (int32) from ``votes`` noisy passes over ``images`` ``[N, ...]``.
 
     Each pass runs the model in inference mode (batch-norm moving statistics, no dropout) with
     noise of stddev ``stddev`` in every noisy layer (``None``: each layer's own ``infer_stddev``).
-    The ``votes * N`` (vote, example) pairs are batched: row ``r`` is vote ``r // N`` of example
-    ``r % N``, and a ``tf.while_loop`` feeds them through the model ``max_rows`` at a time (the
-    memory bound), however large ``N`` or ``votes``. Works eagerly and inside
-    ``tf.function``/SavedModel signatures.
+    The part of the network before the first noise is computed once per example and replicated
+    (``reuse_prefix=False`` runs full passes instead; the counts are the same); the ``votes * N``
+    rows go through a ``tf.while_loop`` ``max_rows`` at a time (the memory bound), however large
+    ``N`` or ``votes``. A model whose noise is off votes once and multiplies. Works eagerly (one
+    compiled graph per model and input shape) and inside ``tf.function``/SavedModel signatures.
+
+    Args:
+        votes: noisy passes per example, an integer in ``[1, VOTES_CAP]`` (10,000); anything else
+            raises :class:`zoo.errors.UserInputError`.
+        stddev: inference noise override (finite, >= 0) or ``None``.
+        max_rows: rows per forward pass (default :func:`zoo.memory.rows_per_chunk`).
     """
+    votes = check_votes(votes)
+    stddev = _check_stddev(stddev)
     images = tf.convert_to_tensor(images, tf.float32)
-    votes = tf.cast(votes, tf.int32)
-    n = tf.shape(images)[0]
-    classes = model.output_shape[-1]
-    chunk = tf.constant(max_rows or rows_per_chunk(model), tf.int32)
-    total = votes * n
-
-    def body(start, counts):
-        rows = tf.range(start, tf.minimum(start + chunk, total))
-        example = rows % n
-        batch = tf.gather(images, example)
-        if stddev is None:
-            logits = model(batch, training=False)
-        else:
-            with noise_override(stddev):
-                logits = model(batch, training=False)
-        pred = tf.argmax(logits, -1, output_type=tf.int32)
-        counts = tf.tensor_scatter_nd_add(counts, tf.stack([example, pred], 1), tf.ones_like(pred))
-        return start + chunk, counts
-
-    _, counts = tf.while_loop(lambda start, c: start < total, body,
-                              (tf.constant(0), tf.zeros([n, classes], tf.int32)))
-    return counts
+    chunk = int(max_rows or rows_per_chunk(model))
+    if chunk < 1:
+        raise UserInputError(f"max_rows must be >= 1, got {max_rows}")
+    if not tf.executing_eagerly():
+        return _count_loop(model, images, votes, stddev, chunk, reuse_prefix)
+    if _noise_free(model, stddev):  # deterministic: every vote is the same pass
+        one = _compiled(model, tuple(images.shape[1:]), chunk, stddev is not None, reuse_prefix)(
+            images, tf.constant(1, tf.int32), tf.constant(0.0 if stddev is None else stddev, tf.float32))
+        return one * votes
+    fn = _compiled(model, tuple(images.shape[1:]), chunk, stddev is not None, reuse_prefix)
+    return fn(images, tf.constant(votes, tf.int32), tf.constant(0.0 if stddev is None else stddev, tf.float32))
 
 
 def vote_predict(model: keras.Model, images, votes, stddev=None, max_rows: int | None = None) -> tf.Tensor:
-    """Majority class ``[N]`` (ties go to the lower class index)."""
+    """Majority class ``[N]`` (ties go to the lower class index); ``votes`` in ``[1, VOTES_CAP]``."""
     return tf.argmax(vote_counts(model, images, votes, stddev, max_rows), -1, output_type=tf.int32)
 
 
