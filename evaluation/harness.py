@@ -223,7 +223,6 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
                   {"steps": steps, "restarts": restarts, "eot": eot, "votes": votes, "vote_repeats": vote_repeats})
     if out is not None:
         _check_out(Path(out))
-    _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)
     entries = [get_suite(name) for name in suites]  # unknown names: one line naming the choices
     images = [e.name for e in entries if e.images]
     if images and np.ndim(x) != 4:
@@ -261,6 +260,7 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
                                  f"{certify_n0}, {certify_n}, {certify_max_points} and {certify_alpha}")
         if certify_radii is not None and any(not r >= 0 for r in certify_radii):
             raise UserInputError(f"certify radii must be >= 0, got {list(certify_radii)}")
+    _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
     for d in sources:  # sources too, before any row is made
         if Path(d).name not in models:
