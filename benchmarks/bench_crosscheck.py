@@ -1,0 +1,117 @@
+"""Cross-check the harness's reference number against an independent attack library.
+
+    pip install -e '.[crosscheck]'          # foolbox 3.3.4 (TensorFlow backend through eagerpy)
+    python benchmarks/bench_crosscheck.py [--models mnist/madry_cnn_pgd ...] [--n 500] [--eps 0.1,0.3]
+
+For each shipped model (``saved_models/``, loaded with ``zoo.load_pretrained``; default: every
+image model) and the first ``n`` test points of the data set it was trained on:
+
+* the harness (``evaluation.harness.evaluate``, suites ``clean`` and ``whitebox``): clean accuracy,
+  FGSM, PGD-20 and its reference number ``autoattack`` (APGD-CE + APGD-T with 9 targets, 100
+  iterations each; Croce and Hein 2020), plus the unbounded check at eps 1.0 and the masking flags;
+* foolbox 3.3.4 (Rauber, Brendel and Bethge 2017; Rauber et al. 2020, JOSS): clean accuracy and
+  ``LinfPGD`` (Madry et al. 2018; 40 steps of ``0.01 / 0.3 * eps``, random start; foolbox's
+  defaults) on the same points, at the same L-inf eps, pixels in [0, 1].
+
+Accuracies are in %; a model passes when the clean accuracies are identical and, at every eps,
+the harness's autoattack accuracy is at most foolbox PGD's plus 0.5 point.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import common  # noqa: F401  (puts the repository on sys.path)
+import numpy as np
+import tensorflow as tf
+
+TOLERANCE = 0.005  # the harness's reference number may exceed the independent one by at most 0.5 point
+
+
+def foolbox_numbers(model, x, y, eps_list, steps: int, batch: int) -> dict:
+    """Clean and LinfPGD accuracy (fractions) of ``model`` from foolbox, in batches of ``batch``."""
+    import foolbox as fb
+
+    fmodel = fb.TensorFlowModel(lambda images: model(images, training=False), bounds=(0.0, 1.0))
+    attack = fb.attacks.LinfPGD(steps=steps)  # rel_stepsize 0.01 / 0.3, random start: foolbox's defaults
+    clean, robust = 0, np.zeros(len(eps_list))
+    for i in range(0, len(x), batch):
+        xb = tf.constant(x[i:i + batch])
+        yb = tf.constant(y[i:i + batch].astype(np.int64))
+        clean += fb.utils.accuracy(fmodel, xb, yb) * len(xb)
+        _, clipped, success = attack(fmodel, xb, yb, epsilons=list(eps_list))
+        for j, adv in enumerate(clipped):
+            assert float(tf.reduce_max(tf.abs(adv - xb))) <= eps_list[j] + 1e-5  # inside the ball
+            robust[j] += float(tf.reduce_sum(tf.cast(tf.argmax(model(adv, training=False), -1) == yb, tf.float32)))
+    return {"clean": clean / len(x), "pgd": {eps: robust[j] / len(x) for j, eps in enumerate(eps_list)}}
+
+
+def harness_numbers(model_dir, x, y, eps_list, apgd_steps: int) -> dict:
+    from evaluation.harness import evaluate
+
+    with tempfile.TemporaryDirectory() as out:
+        result = evaluate([str(model_dir)], x, y, suites=("clean", "whitebox"), out=out, eps_list=eps_list,
+                          whitebox_attacks=("fgsm", "pgd", "autoattack"), minimal_attacks=(), apgd_steps=apgd_steps,
+                          log=lambda line: None)
+    rows = result["rows"]
+    wb = {(r["attack"], r["eps"]): r for r in rows if r["suite"] == "whitebox"}
+    return {"clean": next(r["accuracy"] for r in rows if r["suite"] == "clean"),
+            "fgsm": {e: wb[("fgsm", e)]["accuracy"] for e in eps_list},
+            "pgd20": {e: wb[("pgd", e)]["accuracy"] for e in eps_list},
+            "autoattack": {e: wb[("autoattack", e)]["accuracy"] for e in eps_list},
+            "after": {e: wb[("autoattack", e)].get("accuracy_after") for e in eps_list},
+            "unbounded_success": wb[("autoattack", 1.0)]["success_rate"] if ("autoattack", 1.0) in wb else None,
+            "flags": next(iter(result["flags"].values()), [])}
+
+
+def image_models() -> list[str]:
+    from zoo.pretrained import describe, list_pretrained
+
+    return [name for name in list_pretrained() if len(describe(name)["architecture"].get("input_shape", [])) == 3]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="*", default=None, help="shipped model names (default: every image model)")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--eps", default="0.1,0.3")
+    p.add_argument("--steps", type=int, default=40, help="foolbox LinfPGD steps")
+    p.add_argument("--apgd-steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=250)
+    args = p.parse_args()
+    import foolbox
+
+    from zoo.data import load_dataset
+    from zoo.pretrained import describe, load_pretrained, resolve
+
+    eps_list = [float(e) for e in args.eps.split(",")]
+    print(f"foolbox {foolbox.__version__}, tensorflow {tf.__version__}; first {args.n} test points; accuracy in %")
+    print(f"{'model':<26} {'eps':>4} {'clean h/fb':>13} {'FGSM':>6} {'PGD-20':>7} {'autoattack':>10} "
+          f"{'fb PGD-' + str(args.steps):>9} {'aa - fb':>8}  verdict")
+    failures = 0
+    for name in args.models or image_models():
+        meta = describe(name)
+        data = load_dataset(meta["dataset"]["name"], common.data_dir())
+        x, y = data.x_test[:args.n], data.y_test[:args.n]
+        t0 = time.perf_counter()
+        fb = foolbox_numbers(load_pretrained(name), x, y, eps_list, args.steps, args.batch)
+        t_fb = time.perf_counter() - t0
+        h = harness_numbers(resolve(name), x, y, eps_list, args.apgd_steps)
+        t_h = time.perf_counter() - t0 - t_fb
+        same_clean = abs(h["clean"] - fb["clean"]) < 1e-9
+        for eps in eps_list:
+            gap = h["autoattack"][eps] - fb["pgd"][eps]
+            ok = same_clean and gap <= TOLERANCE + 1e-9
+            failures += not ok
+            print(f"{name:<26} {eps:>4} {100 * h['clean']:>6.1f}/{100 * fb['clean']:<6.1f} {100 * h['fgsm'][eps]:>6.1f} "
+                  f"{100 * h['pgd20'][eps]:>7.1f} {100 * h['autoattack'][eps]:>10.1f} {100 * fb['pgd'][eps]:>9.1f} "
+                  f"{100 * gap:>+8.1f}  {'ok' if ok else 'FAIL'}", flush=True)
+        print(json.dumps({"model": name, "n": args.n, "harness": h, "foolbox": fb, "seconds": {
+            "foolbox": round(t_fb), "harness": round(t_h)}}, default=str), flush=True)
+    print("all within tolerance" if not failures else f"{failures} comparison(s) outside tolerance")
+
+
+if __name__ == "__main__":
+    main()
