@@ -22,7 +22,7 @@ def exports(tmp_path_factory):
 def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", str(exports / "relu"), str(exports / "step"), "--suite", "clean,whitebox,transfer,corruption",
-            "--eps", "0.1,0.5", "--n", "120", "--out", str(out)]
+            "--eps", "0.1,0.5", "--n", "120", "--apgd-steps", "25", "--out", str(out)]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     rows = report["rows"]
