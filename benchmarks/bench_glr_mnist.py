@@ -3,7 +3,8 @@
     python benchmarks/bench_glr_mnist.py speed            # s/epoch: bp, GLR R=10, GLR R=100 (+ ratios)
     python benchmarks/bench_glr_mnist.py table [--out saved_models/mnist]   # the five-row accuracy table
 
-The table's recipes (PAPERS.md section 5): MLP 784-50-10, batch 128 (32 for threshold + 0-1 loss),
+The table's recipes (Xiao et al. 2020, section 3, and the authors' repository GLR_ADV): MLP 784-50-10,
+batch 128 (32 for threshold + 0-1 loss),
 AdaGrad/Adam as listed in RECIPES, weight decay 1e-4 where the authors used it, GLR noise Gaussian.
 """
 from __future__ import annotations

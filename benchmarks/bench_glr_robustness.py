@@ -1,4 +1,6 @@
-"""Robustness columns of the GLR authors' MNIST table (PAPERS.md section 5) for saved_models/mnist/*.
+"""Robustness columns of the GLR authors' MNIST table for saved_models/mnist/*.
+
+Xiao et al. 2020, section 3, and the authors' repository GLR_ADV.
 
     python benchmarks/bench_glr_robustness.py [--n 10000] [--out bench_out/glr_robustness]
 

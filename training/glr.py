@@ -2,7 +2,7 @@
 
 Each noisy neuron computes ``v = z(theta; x) + e`` with estimator noise ``e`` of density ``p``.
 Because ``theta`` enters only through the density of ``v`` given ``x``, the push-out likelihood
-ratio gives, for every layer at once (PAPERS.md section 1, eq. 5)::
+ratio gives, for every layer at once (Xiao, Peng, Hong, Ke and Yang 2020, section 2, eq. 5)::
 
     d/dtheta E[L] = E[ L * (dz/dtheta)^T * s(e) ],   s(e) = e / sigma^2   (Gaussian)
                                                      s(e) = sign(e) / b   (Laplace, scale b)
@@ -35,6 +35,8 @@ import tensorflow as tf
 
 from training.estimators import Estimate
 from training.losses import get_loss
+from training.registry import Option, register_estimator
+from zoo.errors import UserInputError
 from zoo.memory import rows_per_chunk
 from zoo.noise import noisy_layers
 from zoo.noise_context import noise_override, record_noise
@@ -73,15 +75,15 @@ class GLR:
     def __post_init__(self):
         get_loss(self.loss)
         if self.replications < 1:
-            raise ValueError(f"replications must be >= 1, got {self.replications}")
+            raise UserInputError(f"replications must be >= 1, got {self.replications}")
         if self.distribution not in ("gaussian", "laplace"):
-            raise ValueError(f"estimator noise must be 'gaussian' or 'laplace', got {self.distribution!r}")
+            raise UserInputError(f"estimator noise must be 'gaussian' or 'laplace', got {self.distribution!r}")
         if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+            raise UserInputError(f"sigma must be > 0, got {self.sigma}")
         if self.antithetic and self.replications % 2:
-            raise ValueError(f"antithetic pairs need an even number of replications, got {self.replications}")
+            raise UserInputError(f"antithetic pairs need an even number of replications, got {self.replications}")
         if self.baseline and not self.qmc and self.replications < (4 if self.antithetic else 2):
-            raise ValueError("a leave-one-out baseline needs replications >= 2 (>= 4 with antithetic pairs)")
+            raise UserInputError("a leave-one-out baseline needs replications >= 2 (>= 4 with antithetic pairs)")
 
     @property
     def log_names(self) -> tuple[str, ...]:
@@ -96,7 +98,7 @@ class GLR:
     def __call__(self, model, x, y, step=0) -> Estimate:
         layers = noisy_layers(model)
         if not layers:
-            raise ValueError(f"model {model.name!r} has no noisy layers; GLR needs noise on its pre-activations")
+            raise UserInputError(f"model {model.name!r} has no noisy layers; GLR needs noise on its pre-activations")
         R = self.replications
         chunk = max(1, (self.max_rows or rows_per_chunk(model)) // R)
         n = tf.shape(x)[0]
@@ -186,7 +188,30 @@ class GLR:
         return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
 
 
-def glr(loss: str = "ce", replications: int = 10, distribution: str = "gaussian", sigma: float = 1.0,
+OPTIONS = (
+    Option("--replications", "replications", int, help="noise draws per example (R)"),
+    Option("--estimator-noise", "distribution", choices=("gaussian", "laplace"), help="estimator noise distribution"),
+    Option("--sigma", "sigma", float, help="estimator noise scale"),
+    Option("--baseline", "baseline", switch=True, help="subtract a leave-one-out baseline"),
+    Option("--antithetic", "antithetic", switch=True, help="antithetic noise pairs (e, -e)"),
+    Option("--layerwise", "layerwise", switch=True, help="noise in one layer per step, cycling"),
+    Option("--qmc", "qmc", switch=True, help="stratified quasi-Monte Carlo noise"),
+)
+
+
+def search_space(hp) -> dict:
+    """GLR's tuning space: replications, sigma and the four variance-reduction switches."""
+    return {"replications": hp.Choice("replications", [10, 30, 100]),
+            "sigma": hp.Float("sigma", 0.25, 2.0, sampling="log"),
+            "baseline": hp.Boolean("baseline", default=True),
+            "antithetic": hp.Boolean("antithetic", default=False),
+            "layerwise": hp.Boolean("layerwise", default=False),
+            "qmc": hp.Boolean("qmc", default=False)}
+
+
+@register_estimator("glr", options=OPTIONS, search_space=search_space,
+                    description="Likelihood-ratio (GLR) gradients from forward passes only")
+def glr(*, loss: str = "ce", replications: int = 10, distribution: str = "gaussian", sigma: float = 1.0,
         layer_sigma: Mapping[str, float] | None = None, baseline: bool = False, antithetic: bool = False,
         layerwise: bool = False, qmc: bool = False, max_rows: int | None = None, report_rse: bool = True) -> GLR:
     """Likelihood-ratio gradient estimator (see :class:`GLR`).
@@ -195,5 +220,6 @@ def glr(loss: str = "ce", replications: int = 10, distribution: str = "gaussian"
         >>> trainer = Trainer(zoo.create_model("glr_mlp", (28, 28, 1), 10, activation="threshold"),
         ...                   glr(loss="zero_one", replications=100, baseline=True))
     """
-    return GLR(loss, replications, distribution, sigma, layer_sigma, baseline, antithetic, layerwise, qmc,
-               max_rows, report_rse)
+    return GLR(loss=loss, replications=replications, distribution=distribution, sigma=sigma,
+               layer_sigma=layer_sigma, baseline=baseline, antithetic=antithetic, layerwise=layerwise, qmc=qmc,
+               max_rows=max_rows, report_rse=report_rse)

@@ -52,6 +52,7 @@ import tensorflow as tf
 from training.estimators import Estimate
 from training.losses import get_loss
 from training.registry import Option, register_estimator
+from zoo.errors import UserInputError
 from zoo.noise import noisy_layers
 from zoo.noise_context import LocalRecord, NoiseRecord, record_local
 from zoo.noisy_conv2d import NoisyConv2D
@@ -169,15 +170,15 @@ class LocalGLR:
         for label in ("replications", "dense_replications"):
             r = getattr(self, label)
             if r < 1 or (self.antithetic and r % 2):
-                raise ValueError(f"{label} must be >= 1 (and even with antithetic pairs), got {r}")
+                raise UserInputError(f"{label} must be >= 1 (and even with antithetic pairs), got {r}")
         for label in ("sigma", "head_sigma"):
             value = getattr(self, label)
             if not (value > 0 and np.isfinite(value)):
-                raise ValueError(f"{label} must be a finite number > 0, got {value}")
+                raise UserInputError(f"{label} must be a finite number > 0, got {value}")
         if self.grouping not in GROUPINGS:
-            raise ValueError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
+            raise UserInputError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.group_size < 1 or self.grid < 1:
-            raise ValueError(f"group_size and grid must be >= 1, got {self.group_size} and {self.grid}")
+            raise UserInputError(f"group_size and grid must be >= 1, got {self.group_size} and {self.grid}")
 
     def config(self) -> dict:
         return {"method": "glr_local", **dataclasses.asdict(self)}
@@ -189,12 +190,12 @@ class LocalGLR:
     # ------------------------------------------------------------------ estimate
     def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
         if aux is None:
-            raise ValueError("local GLR needs its heads: pass aux=estimator.auxiliary(model) (Trainer does)")
+            raise UserInputError("local GLR needs its heads: pass aux=estimator.auxiliary(model) (Trainer does)")
         y = tf.cast(y, tf.int32)
         with record_local() as records:
             logits = model(x, training=True)  # clean pass, [N, K]
         if not records:
-            raise ValueError(f"model {model.name!r} has no noisy layers; GLR needs noise on its pre-activations")
+            raise UserInputError(f"model {model.name!r} has no noisy layers; GLR needs noise on its pre-activations")
         variables = model.trainable_variables
         index = {id(v): i for i, v in enumerate(variables)}
         grads = [tf.zeros_like(v) for v in variables]
@@ -279,7 +280,7 @@ class LocalGLR:
                     c = delta.shape[-1]
                     size = c if self.grouping == "patch" else min(self.group_size, c)
                     if c % size:
-                        raise ValueError(f"group_size {size} does not divide the {c} channels of {layer.name}")
+                        raise UserInputError(f"group_size {size} does not divide the {c} channels of {layer.name}")
                     shape = tf.concat([tf.shape(delta)[:-1], [c // size, size]], 0)
                     a_g = tf.reshape(a, [a.shape[0], a.shape[1], c // size, size, a.shape[-1]])
                     d = tf.einsum("nrhwgs,hwgsk->nrhwgk", tf.reshape(delta, shape), a_g)
@@ -347,4 +348,5 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
         >>> trainer = Trainer(model, glr_local(replications=2, sigma=0.5))
     """
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
-                    head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic, top_only=top_only)
+                    head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
+                    top_only=top_only)

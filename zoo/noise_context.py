@@ -23,6 +23,8 @@ from typing import Any, Iterator, Mapping
 
 import tensorflow as tf
 
+from zoo.errors import UserInputError
+
 _STATE = threading.local()
 
 
@@ -115,9 +117,9 @@ class NoiseRecorder:
         active_layer: Any = None,
     ):
         if distribution not in ("gaussian", "laplace"):
-            raise ValueError(f"unknown estimator noise {distribution!r}; use 'gaussian' or 'laplace'")
+            raise UserInputError(f"unknown estimator noise {distribution!r}; use 'gaussian' or 'laplace'")
         if antithetic and replications % 2:
-            raise ValueError(f"antithetic pairs need an even number of replications, got {replications}")
+            raise UserInputError(f"antithetic pairs need an even number of replications, got {replications}")
         self.replications = int(replications)
         self.distribution = distribution
         self.sigma = float(sigma)

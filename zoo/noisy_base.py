@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from zoo import activations
+from zoo.errors import UserInputError
 from zoo.noise_context import (
     LocalRecord,
     NoiseRecord,
@@ -63,10 +64,10 @@ class NoisyLayer(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if noise not in NOISE_KINDS:
-            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+            raise UserInputError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         for label, value in (("train_stddev", train_stddev), ("infer_stddev", infer_stddev)):
             if not value >= 0:
-                raise ValueError(f"{label} must be >= 0, got {value}")
+                raise UserInputError(f"{label} must be >= 0, got {value}")
         activations.get(activation)  # validate early
         self.activation = activation
         self.noise = noise
@@ -167,7 +168,7 @@ class NoisyLayer(keras.layers.Layer):
 
         Returns:
             ``{id(variable): gradient}`` for every trainable variable; the gradient of ``theta``
-            is ``sum over rows and coordinates of g * d z / d theta`` (PAPERS.md eq. 5).
+            is ``sum over rows and coordinates of g * d z / d theta`` (Xiao et al. 2020, section 2, eq. 5).
         """
         raise TypeError(f"{type(self).__name__} does not support likelihood-ratio training")
 
@@ -194,7 +195,7 @@ class BatchNormMixin:
     ``z_bn = gamma * (z - mean) / sqrt(var + eps) + beta``; batch statistics in training,
     moving averages at inference. For GLR the batch statistics are treated as constants, so the
     local derivatives are ``x_hat`` (for gamma), 1 (for beta) and ``gamma / sqrt(var + eps)``
-    times the input (for the kernel): PAPERS.md section 1.
+    times the input (for the kernel): Xiao et al. 2020, section 2, eq. 5.
     """
 
     bn_momentum = 0.9  # PyTorch-style; 0.99 leaves moving statistics unconverged after short runs

@@ -1,4 +1,4 @@
-"""Dense layer with noise on its pre-activation (PAPERS.md sections 1 and 2)."""
+"""Dense layer with noise on its pre-activation (Xiao et al. 2020, section 2; Qin and Vucinic 2018, section 2)."""
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,4 @@
-"""LSTM with noise on every gate's pre-activation at every step (PAPERS.md sections 1 and 2)."""
+"""LSTM with noise on every gate's pre-activation at every step (Xiao et al. 2020, section 2; Qin and Vucinic 2018, section 2)."""
 from __future__ import annotations
 
 import keras

@@ -1,0 +1,260 @@
+"""Statistical tests of the local, group-wise likelihood-ratio estimator (training/glr_local.py).
+
+The reference is the pathwise (backprop) gradient of the same local objectives on the same noisy
+network, written here independently of the estimator's einsum bookkeeping: for every group of
+units, the layer's output is the clean output with only that group replaced by its noisy value
+(a mask), pushed through the head; the tape is used only inside these tests. Bounds come from the
+standard errors of the two sample means (fixed seeds).
+"""
+import ast
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import training.glr_local as local_module
+import zoo
+from training.glr_local import glr_local
+from training.losses import cross_entropy
+from training.trainer import Trainer
+from zoo.noise_context import record_local
+from zoo.noisy_conv2d import NoisyConv2D
+from zoo.noisy_lstm import NoisyLSTM
+
+SIGMA, HEAD_SIGMA = 0.4, 0.7
+
+
+def small_model(kind):
+    keras.utils.set_random_seed(3)
+    if kind == "dense":
+        return zoo.create_model("mlp", (5,), 3, hidden=(4,), activation="sigmoid")
+    if kind == "conv_bn":
+        i = keras.Input((4, 4, 1))
+        h = NoisyConv2D(4, 3, batchnorm=True, activation="sigmoid", seed=1, name="conv")(i)
+        h = keras.layers.MaxPooling2D(2)(h)
+        h = keras.layers.Flatten()(h)
+        return keras.Model(i, zoo.NoisyDense(3, seed=2, name="logits")(h))
+    if kind == "lstm":
+        return zoo.create_model("lstm", (3, 2), 3, units=2)
+    raise ValueError(kind)
+
+
+def batch(kind):
+    rng = np.random.default_rng(0)
+    shape = {"dense": (5,), "conv_bn": (4, 4, 1), "lstm": (3, 2)}[kind]
+    return tf.constant(rng.random((6, *shape), dtype=np.float32)), tf.constant([0, 1, 2, 0, 1, 2])
+
+
+def group_masks(record, estimator, last):
+    """One 0/1 mask per loss group over a layer's per-example output (LSTM: hidden units x steps)."""
+    layer = record.layer
+    if isinstance(layer, NoisyLSTM):
+        steps, units = record.preactivation.shape[1], layer.units
+        return [(t, np.eye(units, dtype=np.float32)[j]) for t in range(steps) for j in range(units)]
+    shape = tuple(record.preactivation.shape[1:])
+    if isinstance(layer, NoisyConv2D) and not last and estimator.grouping != "unit":
+        h, w, c = shape
+        size = c if estimator.grouping == "patch" else estimator.group_size
+        masks = []
+        for p in range(h * w):
+            for g in range(c // size):
+                m = np.zeros(shape, np.float32)
+                m[p // w, p % w, g * size:(g + 1) * size] = 1.0
+                masks.append(m)
+        return masks
+    return [m.reshape(shape) for m in np.eye(int(np.prod(shape)), dtype=np.float32)]
+
+
+def pathwise(model, heads, estimator, x, y):
+    """Tape gradient of every local objective at one noise draw, flattened in estimator order ``[P]``."""
+    grads = []
+    with tf.GradientTape(persistent=True) as tape:
+        with record_local() as records:
+            model(x, training=True)
+        objectives, head_objectives = [], []
+        for depth, rec in enumerate(records):
+            layer, z = rec.layer, rec.preactivation
+            last = depth == len(records) - 1
+            e = SIGMA * tf.random.normal(tf.shape(z))
+            if isinstance(layer, NoisyLSTM):
+                # one-step local objective: the previous state is an input, not a function of the weights
+                h_prev, c_prev = tf.stop_gradient(rec.inputs["h_prev"]), tf.stop_gradient(rec.inputs["c_prev"])
+                z = (tf.einsum("ntd,dg->ntg", rec.inputs["x"], layer.kernel) + layer.bias
+                     + tf.einsum("ntu,ug->ntg", h_prev, layer.recurrent_kernel))
+                clean = tf.stop_gradient(layer.cell(z, c_prev)[0])  # [N, T, u]
+                noisy = layer.cell(z + e, c_prev)[0]
+            else:
+                clean = tf.stop_gradient(layer.activate(z))
+                noisy = layer.activate(z + e)
+            total = 0.0
+            for mask in group_masks(rec, estimator, last):
+                if isinstance(layer, NoisyLSTM):
+                    t, m = mask
+                    h_t = clean[:, t] + m * (noisy[:, t] - clean[:, t])
+                    total += tf.reduce_sum(cross_entropy(heads.logits(layer, h_t), y)) / z.shape[1]
+                    continue
+                out = clean + mask * (noisy - clean)
+                logits = out if last else heads.logits(layer, out)
+                total += tf.reduce_sum(cross_entropy(logits, y))
+            objectives.append((layer, total / x.shape[0]))
+            if not last:
+                feats = clean
+                logits = heads.logits(layer, feats)
+                k = logits.shape[-1]
+                e_h = HEAD_SIGMA * tf.random.normal(tf.shape(logits))
+                ht = 0.0
+                fixed = tf.stop_gradient(logits)
+                for j in range(k):  # logit j's loss: only logit j noisy, and only logit j carries its gradient
+                    one = tf.one_hot(j, k)
+                    ht += cross_entropy(tf.reshape(fixed + one * (logits + e_h - fixed), [-1, k]),
+                                        tf.reshape(tf.broadcast_to(tf.reshape(y, [-1] + [1] * (len(logits.shape) - 2)),
+                                                          tf.shape(logits)[:-1]), [-1]))
+                norm = x.shape[0] * (z.shape[1] if isinstance(layer, NoisyLSTM) else 1)
+                head_objectives.append((layer, tf.reduce_sum(ht) / norm))
+    per_var = {}
+    for layer, obj in objectives:
+        for v, g in zip(layer.trainable_variables, tape.gradient(obj, layer.trainable_variables)):
+            per_var[id(v)] = g
+    for layer, obj in head_objectives:
+        hv = [heads.kernels[layer.name], heads.biases[layer.name]]
+        for v, g in zip(hv, tape.gradient(obj, hv)):
+            per_var[id(v)] = g
+    del tape
+    for v in model.trainable_variables + heads.trainable_variables:
+        grads.append(tf.reshape(per_var[id(v)], [-1]) if id(v) in per_var else tf.zeros([int(np.prod(v.shape))]))
+    return tf.concat(grads, 0)
+
+
+def glr_estimates(estimator, model, heads, x, y, k):
+    fn = tf.function(lambda: estimator(model, x, y, 0, aux=heads).grads)
+    return np.stack([np.concatenate([np.ravel(g) for g in fn()]) for _ in range(k)])
+
+
+def compare(kind, k, **options):
+    model = small_model(kind)
+    x, y = batch(kind)
+    estimator = glr_local(sigma=SIGMA, head_sigma=HEAD_SIGMA, grid=2, **options)
+    heads = estimator.auxiliary(model)
+    tf.random.set_seed(7)
+    g = glr_estimates(estimator, model, heads, x, y, k)
+    reference = tf.function(lambda: pathwise(model, heads, estimator, x, y))  # loops unrolled once
+    p = np.stack([reference().numpy() for _ in range(k)])
+    return g, p
+
+
+def assert_same_mean(g, p, z_max=4.5):
+    diff = g.mean(0) - p.mean(0)
+    se = np.sqrt(g.var(0, ddof=1) / len(g) + p.var(0, ddof=1) / len(p))
+    live = se > 1e-9
+    assert live.sum() > 10
+    z = np.abs(diff[live]) / se[live]
+    assert z.max() < z_max, f"max |z| = {z.max():.2f} over {live.sum()} coordinates"
+    assert np.all(np.abs(diff[~live]) < 1e-6)  # exactly-zero coordinates agree exactly
+    # jointly too: the mean squared z-score is ~1 (chi-square per degree of freedom) when the means agree
+    assert np.mean(z**2) < 2.0
+
+
+LARGE = pytest.mark.large
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("dense", {}),
+    pytest.param("conv_bn", {"grouping": "patch"}, marks=LARGE),
+    ("conv_bn", {"grouping": "channels", "group_size": 2}),
+    pytest.param("conv_bn", {"grouping": "unit"}, marks=LARGE),
+    pytest.param("lstm", {}, marks=LARGE),
+])
+def test_local_glr_mean_matches_backprop_of_local_objective(kind, options):
+    g, p = compare(kind, 200, replications=2, dense_replications=4, **options)
+    assert_same_mean(g, p)
+
+
+@LARGE
+def test_error_shrinks_as_samples_grow():
+    g, p = compare("conv_bn", 400, replications=2, dense_replications=4, grouping="channels", group_size=2)
+    target = p.mean(0)
+    err_small = np.mean([np.linalg.norm(g[i:i + 25].mean(0) - target) for i in range(0, 400, 25)])
+    err_large = np.mean([np.linalg.norm(g[i:i + 100].mean(0) - target) for i in range(0, 400, 100)])
+    assert err_large < err_small / 1.5  # 1/sqrt(n): a factor 2 expected
+
+
+@pytest.mark.parametrize("antithetic,replications", [(True, 8), pytest.param(False, 3, marks=LARGE)])
+def test_replications_and_pairs_keep_the_mean(antithetic, replications):
+    g, p = compare("dense", 200, replications=replications, dense_replications=replications, antithetic=antithetic)
+    assert_same_mean(g, p)
+
+
+@LARGE
+def test_smaller_groups_cut_variance():
+    """Fewer units per loss, less variance (Ren et al. 2023): unit < channels < patch for the conv kernel."""
+    model = small_model("conv_bn")
+    x, y = batch("conv_bn")
+    kernel = model.get_layer("conv").kernel
+    idx = [i for i, v in enumerate(model.trainable_variables) if v is kernel][0]
+    spread = {}
+    for grouping in ("patch", "channels", "unit"):
+        est = glr_local(sigma=SIGMA, grid=2, grouping=grouping, group_size=2)
+        heads = est.auxiliary(model)
+        fn = tf.function(lambda: est(model, x, y, 0, aux=heads).grads[idx])
+        s = np.stack([np.ravel(fn()) for _ in range(100)])
+        spread[grouping] = s.var(0).sum()
+    assert spread["unit"] < spread["channels"] < spread["patch"]
+
+
+def test_top_only_control_trains_only_the_output_layer():
+    model = small_model("conv_bn")
+    x, y = batch("conv_bn")
+    est = glr_local(top_only=True)
+    heads = est.auxiliary(model)
+    grads = est(model, x, y, 0, aux=heads).grads
+    names = [v.path for v in model.trainable_variables] + [v.path for v in heads.trainable_variables]
+    for name, g in zip(names, grads):
+        assert (np.count_nonzero(g.numpy()) > 0) == name.startswith("logits/"), name
+
+
+def test_local_glr_uses_no_autodiff(monkeypatch):
+    tree = ast.parse(inspect.getsource(local_module))
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert not names & {"GradientTape", "gradients", "jacobian", "batch_jacobian", "custom_gradient", "stop_gradient"}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the local GLR step used automatic differentiation")
+
+    monkeypatch.setattr(tf.GradientTape, "__enter__", refuse)
+    monkeypatch.setattr(tf.autodiff.ForwardAccumulator, "__enter__", refuse)
+    monkeypatch.setattr(tf, "gradients", refuse)
+    for kind in ("conv_bn", "lstm"):
+        model = small_model(kind)
+        x, y = batch(kind)
+        est = glr_local()
+        grads = est(model, x, y, 0, aux=est.auxiliary(model)).grads
+        assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+        assert all(np.count_nonzero(g.numpy()) > 0 for g in grads)
+
+
+@LARGE
+def test_heads_live_in_the_trainer_not_the_export(digits):
+    model = zoo.create_model("test_cnn6", digits.input_shape, digits.num_classes)
+    trainer = Trainer(model, glr_local())
+    trainer.compile(optimizer="adam")
+    trainer.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, batch_size=32, verbose=0)
+    head_ids = {id(v) for v in trainer.aux.trainable_variables}
+    assert head_ids and not head_ids & {id(v) for v in model.weights}
+    assert {id(v) for v in trainer.aux.trainable_variables} <= {id(v) for v in trainer.trainable_variables}
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="sigma"):
+        glr_local(sigma=float("inf"))
+    with pytest.raises(ValueError, match="replications"):
+        glr_local(replications=3)
+    with pytest.raises(ValueError, match="grouping"):
+        glr_local(grouping="rows")
+    with pytest.raises(ValueError, match="group_size"):
+        model = small_model("conv_bn")
+        est = glr_local(grouping="channels", group_size=3)
+        x, y = batch("conv_bn")
+        est(model, x, y, 0, aux=est.auxiliary(model))
