@@ -280,7 +280,9 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
 
 
 MASKING_TOLERANCE = 0.02  # accuracy differences below 2 points are read as noise, not as a sign of masking
-CE_GAP = 0.10  # APGD-CE leaving 10 points more than the whole ensemble: the cross-entropy gradient is saturated
+# APGD-CE leaving 15 points more than the whole ensemble: the cross-entropy gradient is saturated. A real
+# adversarially trained model shows a smaller gap (mnist/madry_cnn_pgd at eps 0.3: 23.0% vs 13.2%, 500 points).
+CE_GAP = 0.15
 
 
 def masking_flags(rows: list[dict], tolerance: float = MASKING_TOLERANCE) -> dict:
@@ -311,7 +313,7 @@ def masking_flags(rows: list[dict], tolerance: float = MASKING_TOLERANCE) -> dic
     * ``plain_gradient_weaker_than_smoothed``: (step-activation nets) PGD on the model's own
       gradient leaves accuracy well above PGD on its smooth stand-in or a registered ``surrogate``
       attack (the likelihood-ratio gradient).
-    * ``ce_gradient_saturated``: the ensemble's APGD-CE member leaves at least 10 points more than
+    * ``ce_gradient_saturated``: the ensemble's APGD-CE member leaves at least 15 points more than
       the whole ensemble (whose APGD-T/DLR loss is invariant to the scale of the logits): the
       cross-entropy gradient vanishes in a saturated softmax, so cross-entropy attacks (FGSM, PGD)
       understate the model's weakness (Croce and Hein 2020, section 4).
