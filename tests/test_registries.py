@@ -23,11 +23,13 @@ def scratch_registries(monkeypatch):
 
 
 def test_builtin_names():
-    assert set(list_estimators()) >= {"bp", "glr", "bang"}
-    assert set(attacks.list_attacks()) == {"fgsm", "bim", "pgd", "mim", "cw_l2", "spsa", "lbfgs", "hotcold", "lr_pgd"}
+    assert set(list_estimators()) >= {"bp", "glr", "glr_local", "bang"}
+    assert set(attacks.list_attacks()) == {"fgsm", "bim", "pgd", "mim", "cw_l2", "spsa", "lbfgs", "hotcold", "lr_pgd",
+                                           "apgd_ce", "apgd_dlr", "autoattack"}
     assert attacks.list_attacks(kind="minimal") == ["cw_l2", "hotcold"]
     assert attacks.list_attacks(gradient="none") == ["spsa"] and attacks.list_attacks(gradient="surrogate") == ["lr_pgd"]
-    assert suites.list_suites() == ["clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion"]
+    assert suites.list_suites() == ["clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion",
+                                    "certify"]
 
 
 def test_estimator_factories_are_keyword_only_and_validated():
