@@ -423,8 +423,13 @@ def cmd_pretrained(args) -> int:
             raise UserInputError(f"no pretrained models under {args.root or pretrained.pretrained_root()}")
         for name in names:
             meta = pretrained.describe(name, args.root)
-            print(f"{name:<28} {meta['architecture']['name']:<12} {meta['dataset']['name']:<14} "
-                  f"clean {100 * meta['metrics']['test_accuracy']:.2f}%")
+            try:
+                line = (f"{name:<28} {meta['architecture']['name']:<12} {meta['dataset']['name']:<14} "
+                        f"clean {100 * float(meta['metrics']['test_accuracy']):.2f}%")
+            except (KeyError, TypeError, ValueError) as e:
+                raise UserInputError(f"{name}: metadata.json lacks a valid {e} entry; re-export the model "
+                                     "or restore its metadata.json") from None
+            print(line)
         return 0
     if args.action == "readme":
         print(f"wrote {pretrained.write_readme(args.root)}")

@@ -213,6 +213,8 @@ CLI_CASES = {
     "pretrained_show_missing": (lambda t, e: ["pretrained", "show", "nope", "--root", e.parent], 2, "no pretrained"),
     "pretrained_list_no_root": (lambda t, e: ["pretrained", "list", "--root", t / "absent"], 2, "does not exist"),
     "pretrained_verify_no_name": (lambda t, e: ["pretrained", "verify", "--root", e.parent], 2, "needs a NAME"),
+    "pretrained_list_metadata_without_metrics": (lambda t, e: ["pretrained", "list", "--root", drop_metrics(e).parent],
+                                                 2, "lacks a valid 'metrics'"),
     "serve_config_no_version": (lambda t, e: ["serve-config", no_version(e)], 2, "no version folder"),
     "serve_config_root_missing": (lambda t, e: ["serve-config", t / "absent"], 2, "is not a folder"),
     "serve_config_out_is_dir": (lambda t, e: ["serve-config", e.parent, "--out", user_folder(t)], 2, "is a folder"),
@@ -230,6 +232,14 @@ def relabel(e: Path, dataset: str) -> Path:
     """The export, claiming another training data set (metadata.json is not checksummed, so this stays valid)."""
     meta = read_metadata(e)
     update_metadata(e, dataset={**meta["dataset"], "name": dataset})
+    return e
+
+
+def drop_metrics(e: Path) -> Path:
+    """The export with valid JSON metadata that lacks the 'metrics' entry."""
+    meta = json.loads((e / "metadata.json").read_text())
+    del meta["metrics"]
+    (e / "metadata.json").write_text(json.dumps(meta))
     return e
 
 
