@@ -251,9 +251,10 @@ class LocalGLR:
         k = tf.shape(full)[-1]
         labels = tf.broadcast_to(lab, tf.shape(full)[:-1])
         noisy = tf.reshape(fn(tf.reshape(full, [-1, k]), tf.reshape(labels, [-1])), tf.shape(full)[:-1])
-        clean_full = tf.broadcast_to(expand(clean_logits), tf.shape(full))
-        clean = tf.reshape(fn(tf.reshape(clean_full, [-1, k]), tf.reshape(labels, [-1])), tf.shape(full)[:-1])
-        return noisy - clean
+        clean_labels = tf.broadcast_to(tf.reshape(y, [-1] + [1] * time_axes), tf.shape(clean_logits)[:-1])
+        clean = tf.reshape(fn(tf.reshape(clean_logits, [-1, k]), tf.reshape(clean_labels, [-1])),
+                           tf.shape(clean_logits)[:-1])  # once per example (and step), not per row and group
+        return noisy - expand(clean[..., None])[..., 0]
 
     def _layer_score(self, record: LocalRecord, y, aux, seed) -> tf.Tensor:
         """``sum_r (L_g - L_clean) * e / sigma^2`` on the shape of ``z`` (``[N, ...]``), not yet divided by ``N``."""
