@@ -30,7 +30,7 @@ from zoo.export import export_model, output_kind, read_metadata
 OPTIMIZERS = ("adam", "sgd", "adagrad", "momentum")
 CHECKPOINTS = "checkpoints"
 RUN_LOG = "run.json"  # in <out>/checkpoints: the recipe and the parts (start/end epoch, seconds) of the run
-NOT_RECIPE = ("out", "resume", "overwrite", "verbose", "data_dir", "download", "allow_recipe_change")
+NOT_RECIPE = ("out", "resume", "overwrite", "verbose", "data_dir", "download", "allow_recipe_change", "recipe_defaults")
 CHANGEABLE_ON_RESUME = ("lr", "epochs", "method_args")  # with --allow-recipe-change
 
 
@@ -69,6 +69,7 @@ class TrainConfig:
     method_args: dict = dataclasses.field(default_factory=dict)
     adversarial: dict | None = None  # e.g. {"eps": 0.3, "step": 0.01, "iterations": 40}: PGD training
     allow_recipe_change: bool = False  # --resume with a changed lr, epochs or estimator option
+    recipe_defaults: dict | None = None  # which row of training.recipes filled unset flags, and with what (recorded)
 
     def validate(self) -> None:
         for label, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--seed", self.seed),
@@ -382,8 +383,8 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         "architecture": {"name": config.model, "args": _jsonable(zoo.model_arguments(config.model, **_model_overrides(config))),
                          "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                          "parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))},
-        "dataset": {"name": data.name, "source": data.source, "value_range": list(data.value_range),
-                    "train_examples": len(data.x_train),
+        "dataset": {"name": data.name, "source": data.source, "files": dict(data.files),
+                    "value_range": list(data.value_range), "train_examples": len(data.x_train),
                     "test_examples": len(data.x_test)},
         "training": {"method": estimator.config(), "transforms": [t.config() for t in transforms],
                      "epochs": config.epochs, "batch_size": config.batch_size,
@@ -391,10 +392,10 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                      "weight_decay": config.weight_decay,
                      "seed": config.seed, "noise": config.noise, "train_stddev": config.train_stddev,
                      "infer_stddev": config.infer_stddev, "resumed": len(parts) > 1, "parts": parts,
-                     "recipe": config.recipe()},
+                     "recipe": config.recipe(), "recipe_defaults": config.recipe_defaults},
         "metrics": metrics,
         "versions": versions(),
-        "command": command or (" ".join(["glrzoo", *argv]) if argv is not None else None),
+        "command": command or (" ".join(["glrzoo", *portable_argv(argv)]) if argv is not None else None),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is not None and chief:
@@ -445,6 +446,23 @@ def sweep(config: TrainConfig, train_stddevs, data: Dataset | None = None, argv:
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, config.download)
     return [finished if finished is not None else train(run, data=data, argv=argv) for run, finished in plan]
+
+
+MACHINE_FLAGS = ("--data-dir",)  # where the data lies on this machine: not part of the recorded command
+
+
+def portable_argv(argv: list[str]) -> list[str]:
+    """``argv`` without the flags that name paths of this machine (``--data-dir X``, ``--data-dir=X``):
+    the metadata names the data set and its files' checksums instead."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in MACHINE_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f + "=" for f in MACHINE_FLAGS)):
+            out.append(arg)
+    return out
 
 
 def _is_chief(strategy) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -50,9 +51,15 @@ class Dataset:
     Attributes:
         x_train, x_test: float32, pixels (or stroke steps) as described in the module table.
         y_train, y_test: int32 class labels in ``[0, num_classes)``.
-        name, num_classes, source: what it is and where it was read from.
+        name, num_classes: what it is.
+        source: how it was read, with no path of this machine in it (``"IDX files"``,
+            ``"stroke archives"``, ``"sklearn.datasets.load_digits"``, ``"tensorflow-datasets"``):
+            this goes into an export's metadata.
         value_range: ``(low, high)`` every input value lies in: ``(0, 1)`` for pixels,
             ``(-1, 1)`` for stroke steps. Exports validate serving inputs against it.
+        files: ``{file name: sha256}`` of the local files read (empty for the bundled digits and
+            for tensorflow-datasets); recorded in the metadata beside the name.
+        location: the folder the files were read from on this machine (``None`` if none); not recorded.
     """
 
     name: str
@@ -63,6 +70,8 @@ class Dataset:
     num_classes: int
     source: str
     value_range: tuple = (0.0, 1.0)
+    files: dict = dataclasses.field(default_factory=dict)
+    location: str | None = None
 
     @property
     def input_shape(self) -> tuple:
@@ -172,18 +181,29 @@ def _check_split(folder, name: str, images: np.ndarray, labels: np.ndarray, num_
         raise DataFileError(f"{folder}: the {name} labels are outside 0..{num_classes - 1}; download them again")
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_idx(folder: str | os.PathLike, name: str = "mnist") -> Dataset:
     """Read the four standard IDX files (gzipped or not) from ``folder``."""
     folder = Path(folder)
-    arrays = {}
+    arrays, files = {}, {}
     for key, stem in _IDX.items():
         path = folder / (stem + ".gz")
-        arrays[key] = _read_idx(path if path.exists() else folder / stem)
+        path = path if path.exists() else folder / stem
+        arrays[key] = _read_idx(path)
+        files[path.name] = file_sha256(path)
     _check_split(folder, "train", arrays["train_images"], arrays["train_labels"])
     _check_split(folder, "test", arrays["test_images"], arrays["test_labels"])
     scale = lambda a: (a.astype(np.float32) / 255.0)[..., None]  # noqa: E731
     return Dataset(name, scale(arrays["train_images"]), arrays["train_labels"].astype(np.int32),
-                   scale(arrays["test_images"]), arrays["test_labels"].astype(np.int32), 10, str(folder))
+                   scale(arrays["test_images"]), arrays["test_labels"].astype(np.int32), 10, "IDX files",
+                   files=files, location=str(folder))
 
 
 def _read_npy_tar(path: Path) -> np.ndarray:
@@ -208,14 +228,17 @@ def load_strokes(folder: str | os.PathLike, scale: float = 1.0 / 28.0) -> Datase
     by ``scale`` so that the inputs are of order 1; ``eos`` and ``eod`` stay 0/1.
     """
     folder = Path(folder) / "numpy-encoded"
-    out = {}
+    out, files = {}, {}
     for split in ("train", "test"):
         seq = _read_npy_tar(folder / f"{split}-padded-leading.tar.gz").astype(np.float32)
         seq[..., :2] *= scale
         labels = _read_npy_tar(folder / f"{split}-labels.tar.gz").astype(np.int32)
         _check_split(folder, split, seq, labels)
         out[split] = (seq, labels)
-    return Dataset("mnist_strokes", *out["train"], *out["test"], 10, str(folder), value_range=(-1.0, 1.0))
+        for stem in ("padded-leading", "labels"):
+            files[f"{split}-{stem}.tar.gz"] = file_sha256(folder / f"{split}-{stem}.tar.gz")
+    return Dataset("mnist_strokes", *out["train"], *out["test"], 10, "stroke archives (numpy-encoded)",
+                   value_range=(-1.0, 1.0), files=dict(sorted(files.items())), location=str(folder))
 
 
 def _load_tfds(name: str, download: bool) -> Dataset | None:
