@@ -232,10 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory of the best model; the search state goes to OUT.tuning/")
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("pretrained", help="list, show or document the pretrained models in saved_models/")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme"])
-    p.add_argument("name", nargs="?", help="model name for show/verify (e.g. mnist/glr_threshold_ce)")
-    p.add_argument("--root", default=None, help="pretrained folder (default: $GLRZOO_PRETRAINED_DIR or saved_models/)")
+    p = sub.add_parser("pretrained", help="list, show, verify or document the pretrained models")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme", "index"],
+                   help="list the installed models; show or verify NAME (downloaded into the cache from "
+                        "$GLRZOO_PRETRAINED_URL if not installed); readme: regenerate README.md and index.json "
+                        "of the folder; index: regenerate index.json only")
+    p.add_argument("name", nargs="?", help="model name for show/verify, e.g. mnist/glr_threshold_ce (default: none)")
+    p.add_argument("--root", default=None, help="pretrained folder (default: $GLRZOO_PRETRAINED_DIR, else the "
+                                                "installed models, else the repository's saved_models/)")
 
     p = sub.add_parser("serve-config", help="write a TF Serving models.config for every export under a folder")
     p.add_argument("root", help="folder holding exports (e.g. saved_models)")
@@ -431,8 +435,10 @@ def cmd_pretrained(args) -> int:
                                      "or restore its metadata.json") from None
             print(line)
         return 0
-    if args.action == "readme":
-        print(f"wrote {pretrained.write_readme(args.root)}")
+    if args.action in ("readme", "index"):
+        written = [pretrained.write_readme(args.root)] if args.action == "readme" else []
+        written.append(pretrained.write_index(args.root))
+        print(f"wrote {', '.join(map(str, written))}")
         return 0
     if not args.name:
         raise UserInputError(f"'glrzoo pretrained {args.action}' needs a NAME; 'glrzoo pretrained list' shows them")
