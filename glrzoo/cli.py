@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from evaluation.report import write_report
 from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
+from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, sweep, train
 from zoo import pretrained
@@ -83,40 +85,97 @@ def _json_dict(text: str) -> dict:
     return value
 
 
+RECIPE_NOTE = "the recipe's, else "  # flags a training recipe may fill (training.recipes)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default (``--help`` shows them all), unless the help already
+    says it or the argument is required."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.required or "default" in text.lower() or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is None and (action.option_strings or action.nargs in ("?", "*")):
+            return text + " (default: none)"
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose ``--help`` uses :class:`HelpFormatter` (the subcommands' too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _recipe_help(text: str, generic) -> str:
+    return f"{text} (default: {RECIPE_NOTE}{generic})"
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Training flags. Those a recipe may set (:data:`training.recipes.RECIPE_FIELDS`) default to
+    ``None`` ("not given"); :func:`_train_config` fills them from the recipe of (model, data set,
+    method), then from the generic defaults, which their help shows."""
+    g = generic_defaults()
     p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
     p.add_argument("--dataset", default="digits", help="data set name ('glrzoo datasets')")
     p.add_argument("--method", default="bp", choices=list_estimators(), help="gradient estimator")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=_positive, default=1e-3)
-    p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
-                   help="learning-rate schedule: constant, or cosine decay to 0 over the run")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "momentum", "adagrad"])
-    p.add_argument("--weight-decay", type=_stddev, default=None)
-    p.add_argument("--noise", default="additive", choices=["additive", "multiplicative"])
-    p.add_argument("--train-stddev", type=_stddev, default=0.0, help="noise stddev while training")
-    p.add_argument("--infer-stddev", type=_stddev, default=0.0, help="noise stddev at inference")
-    p.add_argument("--activation", default=None, help="hidden activation: relu, sigmoid, sigmoid:A, threshold, sign, staircase:K")
-    p.add_argument("--loss", default="ce", choices=["ce", "zero_one", "hinge"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model-args", type=_json_dict, default={}, help="JSON object of builder overrides")
+    p.add_argument("--no-recipe", action="store_true",
+                   help="ignore the recipe of (--model, --dataset, --method) and use the generic values for unset flags")
+    p.add_argument("--epochs", type=_positive_int, default=None, help=_recipe_help("epochs to train", g["epochs"]))
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help=_recipe_help("examples per optimizer step", g["batch_size"]))
+    p.add_argument("--lr", type=_positive, default=None, help=_recipe_help("learning rate", g["lr"]))
+    p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default=None,
+                   help=_recipe_help("learning-rate schedule: constant, or cosine decay to 0 over the run",
+                                     g["lr_schedule"]))
+    p.add_argument("--optimizer", default=None, choices=["adam", "sgd", "momentum", "adagrad"],
+                   help=_recipe_help("optimizer", g["optimizer"]))
+    p.add_argument("--weight-decay", type=_stddev, default=None,
+                   help=_recipe_help("decoupled weight decay of the optimizer", "none"))
+    p.add_argument("--noise", default=None, choices=["additive", "multiplicative"],
+                   help=_recipe_help("kind of the noisy layers' noise", g["noise"]))
+    p.add_argument("--train-stddev", type=_stddev, default=None,
+                   help=_recipe_help("noise stddev while training", g["train_stddev"]))
+    p.add_argument("--infer-stddev", type=_stddev, default=None,
+                   help=_recipe_help("noise stddev at inference", g["infer_stddev"]))
+    p.add_argument("--activation", default=None, help=_recipe_help(
+        "hidden activation: relu, sigmoid, sigmoid:A, threshold, sign, staircase:K", "the model's own"))
+    p.add_argument("--loss", default=None, choices=["ce", "zero_one", "hinge"],
+                   help=_recipe_help("training loss", g["loss"]))
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and noise")
+    p.add_argument("--model-args", type=_json_dict, default=None,
+                   help="JSON object of builder overrides, merged over the recipe's (default: the recipe's, else {})")
     p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
                    help="tf.distribute strategy: all local devices, or the cluster described by TF_CONFIG")
-    p.add_argument("--train-limit", type=_positive_int, default=None, help="use only the first N training examples")
-    p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples")
+    p.add_argument("--train-limit", type=_positive_int, default=None,
+                   help="use only the first N training examples (default: all)")
+    p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples (default: all)")
     add_estimator_flags(p)
+    a = ADVERSARIAL_DEFAULTS
     g = p.add_argument_group("adversarial training (--adversarial pgd)")
-    g.add_argument("--adversarial", choices=["pgd"], default=None, help="half of each batch becomes PGD examples")
-    g.add_argument("--adv-eps", type=_stddev, default=0.3, help="L-inf radius in pixel units [0, 1]")
-    g.add_argument("--adv-step", type=_positive, default=0.01)
-    g.add_argument("--adv-iters", type=_positive_int, default=40)
-    g.add_argument("--adv-no-random-start", action="store_true")
+    g.add_argument("--adversarial", choices=["pgd"], default=None,
+                   help="half of each batch becomes PGD examples (default: the recipe's, else off)")
+    g.add_argument("--adv-eps", type=_stddev, default=None, help=_recipe_help("L-inf radius in pixel units [0, 1]", a["eps"]))
+    g.add_argument("--adv-step", type=_positive, default=None, help=_recipe_help("PGD step", a["step"]))
+    g.add_argument("--adv-iters", type=_positive_int, default=None, help=_recipe_help("PGD iterations", a["iterations"]))
+    g.add_argument("--adv-no-random-start", action="store_true", help="start PGD at the clean input, not a random point")
+
+
+def _factory_default(name: str, kwarg: str):
+    param = inspect.signature(get_estimator(name).factory).parameters.get(kwarg)
+    return param.default if param is not None and param.default is not inspect.Parameter.empty else None
 
 
 def add_estimator_flags(p: argparse.ArgumentParser) -> None:
-    """One argument group per registered estimator with options; a flag shared by two is added once."""
+    """One argument group per registered estimator with options; a flag shared by two is added once.
+    A switch also gets its ``--no-`` form (to turn off what a recipe turned on)."""
     seen = set()
+    owners: dict[str, list[str]] = {}
+    for name in list_estimators():
+        for o in get_estimator(name).options:
+            owners.setdefault(o.flag, []).append(name)
     for name in list_estimators():
         entry = get_estimator(name)
         fresh = [o for o in entry.options if o.flag not in seen]
@@ -125,10 +184,14 @@ def add_estimator_flags(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group(f"{name} (--method {name})", entry.description)
         for o in fresh:
             seen.add(o.flag)
+            defaults = {m: _factory_default(m, o.kwarg) for m in owners[o.flag]}
+            shown = (str(next(iter(defaults.values()))) if len(set(map(repr, defaults.values()))) == 1
+                     else "; ".join(f"{m}: {v}" for m, v in defaults.items()))
+            text = _recipe_help(o.help or f"the {o.kwarg} option of --method {' or '.join(owners[o.flag])}", shown)
             if o.switch:
-                g.add_argument(o.flag, action="store_true", default=None, help=o.help)
+                g.add_argument(o.flag, action=argparse.BooleanOptionalAction, default=None, help=text)
             else:
-                g.add_argument(o.flag, type=o.type, choices=o.choices, default=None, help=o.help)
+                g.add_argument(o.flag, type=o.type, choices=o.choices, default=None, help=text)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -138,9 +201,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glrzoo", description="Robust, brain-like neural networks: "
+    parser = Parser(prog="glrzoo", description="Robust, brain-like neural networks: "
                                      "likelihood-ratio training, noisy inference with voting, BANG, evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train one model and export it")
     add_train_flags(p)
@@ -151,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: continue with a changed --lr, --epochs or estimator option (recorded)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing export (only once the new one is complete)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
 
     p = sub.add_parser("sweep", help="train one model per training noise stddev (noise-injection sweep)")
     add_train_flags(p)
@@ -159,13 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-stddevs", required=True, help="comma-separated list, e.g. 0,0.2,0.5,1.0")
     p.add_argument("--out", required=True, help="folder; each model goes to OUT/train_stddev_<s>")
     p.add_argument("--resume", action="store_true", help="skip finished models, continue the unfinished one")
-    p.add_argument("--allow-recipe-change", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--allow-recipe-change", action="store_true",
+                   help="with --resume: continue with a changed --lr, --epochs or estimator option (recorded)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing exports (each once its new one is complete)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
 
     p = sub.add_parser("evaluate", help="attack, corrupt and vote on exported models; write report.json/md")
     p.add_argument("models", nargs="+", help="exported model directories")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", default="digits", help="data set to evaluate on ('glrzoo datasets')")
     p.add_argument("--allow-dataset-mismatch", action="store_true",
                    help="evaluate models on a data set other than the one they were trained on")
     add_data_flags(p)
@@ -192,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abstain-alpha", type=_finite, default=0.05,
                    help="level of the randomized-smoothing abstention test (0 turns it off)")
     p.add_argument("--n", type=_positive_int, default=500, help="test examples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts and the noise")
     p.add_argument("--out", required=True, help="report directory")
     g = p.add_argument_group("reference white-box attack (AutoAttack, Croce and Hein 2020)")
     g.add_argument("--reference-attack", default="autoattack",
@@ -216,21 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a registered estimator, or adv (backprop + PGD adversarial training)")
     p.add_argument("--objective", default="val_robust",
                    help="val_accuracy, val_noisy_vote, val_transfer or val_robust (mean of the three)")
-    p.add_argument("--max-trials", type=_positive_int, default=10)
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--max-trials", type=_positive_int, default=10, help="trials of the search")
+    p.add_argument("--dataset", default="digits", help="data set name ('glrzoo datasets')")
     add_data_flags(p)
     p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per trial and for the final model")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--activation", default=None)
-    p.add_argument("--model-args", type=_json_dict, default={})
-    p.add_argument("--train-limit", type=_positive_int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per optimizer step")
+    p.add_argument("--activation", default=None, help="hidden activation (default: the model's own)")
+    p.add_argument("--model-args", type=_json_dict, default={}, help="JSON object of builder overrides")
+    p.add_argument("--train-limit", type=_positive_int, default=None,
+                   help="use only the first N training examples (default: all)")
     p.add_argument("--validation", type=_finite, default=0.2, help="share of the training split used for objectives")
     p.add_argument("--objective-stddev", type=_stddev, default=0.5, help="inference noise of val_noisy_vote")
-    p.add_argument("--objective-votes", type=_positive_int, default=10)
+    p.add_argument("--objective-votes", type=_positive_int, default=10, help="votes of val_noisy_vote")
     p.add_argument("--objective-eps", type=_stddev, default=0.1, help="FGSM eps of val_transfer")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the search and of every trial")
     p.add_argument("--out", required=True, help="export directory of the best model; the search state goes to OUT.tuning/")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export and search state")
 
     p = sub.add_parser("pretrained", help="list, show, verify or document the pretrained models")
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme", "index"],
@@ -251,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="directory for the exported models and the report")
     p.add_argument("--quick", action="store_true", help="fewer epochs and votes (for smoke tests)")
 
-    sub.add_parser("models", help="list the registered models").add_argument("pattern", nargs="?", default="*")
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern of the names to list")
     p = sub.add_parser("datasets", help="list the data sets and where they load from")
     add_data_flags(p)
     return parser
@@ -274,23 +340,25 @@ def _method_args(args) -> dict:
 
 
 def _adversarial(args) -> dict | None:
+    """The PGD-training settings the user gave (``None``: --adversarial not given)."""
     if args.adversarial is None:
         return None
-    return {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
-            "random_start": not args.adv_no_random_start}
+    given = {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
+             "random_start": False if args.adv_no_random_start else None}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _train_config(args) -> TrainConfig:
+    """Flags -> :class:`TrainConfig`: what the user gave, else the recipe of (model, data set, method)
+    (:mod:`training.recipes`, unless --no-recipe), else the generic default; the recipe is recorded."""
+    given = {field: getattr(args, field, None) for field in RECIPE_FIELDS if field not in ("method_args", "adversarial")}
+    given.update(method_args=_method_args(args), adversarial=_adversarial(args))
+    settings, applied = fill_settings(args.model, args.dataset, args.method, given, use_recipe=not args.no_recipe)
     return TrainConfig(
-        model=args.model, dataset=args.dataset, method=args.method, out=args.out, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
-        optimizer=args.optimizer, weight_decay=args.weight_decay,
-        noise=args.noise, train_stddev=args.train_stddev, infer_stddev=args.infer_stddev,
-        activation=args.activation, loss=args.loss, seed=args.seed, data_dir=args.data_dir,
-        download=args.download, train_limit=args.train_limit, test_limit=args.test_limit, resume=args.resume,
-        overwrite=args.overwrite, verbose=0 if args.quiet else 2, model_args=args.model_args,
-        method_args=_method_args(args), adversarial=_adversarial(args),
-        allow_recipe_change=args.allow_recipe_change)
+        model=args.model, dataset=args.dataset, method=args.method, out=args.out, **settings, seed=args.seed,
+        data_dir=args.data_dir, download=args.download, train_limit=args.train_limit, test_limit=args.test_limit,
+        resume=args.resume, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+        allow_recipe_change=args.allow_recipe_change, recipe_defaults=applied)
 
 
 def _strategy(args) -> tf.distribute.Strategy | None:

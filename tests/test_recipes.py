@@ -1,0 +1,114 @@
+"""Recipes and defaults: every flag's --help shows its default, unset flags come from the recipe of
+(model, data set, method) and the metadata says so, and (large) the digits recipes reach 90%."""
+import argparse
+import time
+
+import pytest
+
+from glrzoo.cli import _train_config, build_parser, main
+from training.recipes import RECIPE_FIELDS, RECIPES, fill_settings, generic_defaults
+from training.registry import get_estimator, list_estimators
+from training.run import TrainConfig
+from zoo.data import DATASETS
+from zoo.export import read_metadata
+from zoo.registry import list_models
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+COMMANDS = sorted(_subparsers(build_parser()))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_every_flags_default_and_a_description(command, capsys):
+    sub = _subparsers(build_parser())[command]
+    formatter = sub.formatter_class(prog="glrzoo")
+    for action in sub._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help and action.help.strip(), f"glrzoo {command} {name} has no help"
+        if not action.required:
+            assert "default" in formatter._get_help_string(action).lower(), f"glrzoo {command} {name} hides its default"
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "(default: " in out
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in out, (command, flag)
+
+
+def test_recipe_rows_are_well_formed():
+    assert RECIPES, "the table has rows"
+    models, methods = set(list_models()), set(list_estimators())
+    for (model, dataset, method), row in RECIPES.items():
+        assert model in models and dataset in DATASETS and method in methods, (model, dataset, method)
+        assert set(row) <= set(RECIPE_FIELDS), sorted(set(row) - set(RECIPE_FIELDS))
+        kwargs = {o.kwarg for o in get_estimator(method).options}
+        assert set(row.get("method_args", {})) <= kwargs, (method, row.get("method_args"))
+    assert generic_defaults() == {f: getattr(TrainConfig(model="m"), f) for f in RECIPE_FIELDS}
+
+
+def _config(*flags) -> TrainConfig:
+    return _train_config(build_parser().parse_args(["train", *flags, "--out", "x"]))
+
+
+def test_unset_flags_come_from_the_recipe_and_given_ones_win():
+    c = _config("--model", "mlp", "--dataset", "digits", "--method", "bp")
+    row = RECIPES[("mlp", "digits", "bp")]
+    assert (c.epochs, c.batch_size, c.lr, c.model_args) == (row["epochs"], row["batch_size"], row["lr"], row["model_args"])
+    assert c.recipe_defaults["name"] == "mlp/digits/bp" and c.recipe_defaults["filled"]["epochs"] == row["epochs"]
+    assert (c.optimizer, c.noise, c.loss) == ("adam", "additive", "ce")  # not in the row: generic
+
+    c = _config("--model", "mlp", "--dataset", "digits", "--epochs", "3", "--model-args", '{"hidden": [32]}')
+    assert c.epochs == 3 and c.model_args == {"hidden": [32], "activation": row["model_args"]["activation"]}
+    assert "epochs" not in c.recipe_defaults["filled"]
+    assert c.recipe_defaults["filled"]["model_args"] == {"activation": row["model_args"]["activation"]}
+
+    c = _config("--model", "mlp", "--dataset", "digits", "--method", "glr", "--no-baseline", "--sigma", "0.5")
+    assert c.method_args == {"replications": 10, "baseline": False, "sigma": 0.5}
+
+    generic = TrainConfig(model="mlp")
+    for flags in (["--model", "mlp", "--dataset", "digits", "--no-recipe"], ["--model", "test_mlp"],
+                  ["--model", "mlp", "--dataset", "mnist"]):
+        c = _config(*flags)
+        assert c.recipe_defaults is None
+        assert (c.epochs, c.batch_size, c.lr, c.model_args, c.method_args) == \
+            (generic.epochs, generic.batch_size, generic.lr, {}, {})
+
+
+def test_adversarial_settings_merge_key_by_key(monkeypatch):
+    settings, applied = fill_settings("m", "d", "bp", {"adversarial": {"eps": 0.1}})
+    assert settings["adversarial"] == {"eps": 0.1, "step": 0.01, "iterations": 40, "random_start": True}
+    assert applied is None
+    monkeypatch.setitem(RECIPES, ("m", "d", "bp"), {"adversarial": {"eps": 0.3, "iterations": 7}})
+    settings, applied = fill_settings("m", "d", "bp", {})
+    assert settings["adversarial"]["iterations"] == 7 and applied["filled"]["adversarial"] == {"eps": 0.3, "iterations": 7}
+    settings, applied = fill_settings("m", "d", "bp", {"adversarial": {"eps": 0.1}})
+    assert settings["adversarial"]["eps"] == 0.1 and applied["filled"]["adversarial"] == {"iterations": 7}
+
+
+def test_the_applied_recipe_is_recorded_in_the_metadata(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(RECIPES, ("test_mlp", "digits", "bp"), {"epochs": 1, "batch_size": 64})
+    out = tmp_path / "m"
+    assert main(["train", "--model", "test_mlp", "--dataset", "digits", "--quiet", "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["training"]["recipe_defaults"] == {"name": "test_mlp/digits/bp", "filled": {"epochs": 1, "batch_size": 64}}
+    assert meta["training"]["epochs"] == 1 and meta["training"]["batch_size"] == 64
+    assert meta["dataset"] == {**meta["dataset"], "name": "digits", "source": "sklearn.datasets.load_digits", "files": {}}
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("method", ["bp", "glr", "bang"])
+def test_digits_recipes_reach_90_percent_in_under_a_minute(method, tmp_path, capsys):
+    out = tmp_path / method
+    t0 = time.time()
+    assert main(["train", "--model", "mlp", "--dataset", "digits", "--method", method, "--out", str(out), "--quiet"]) == 0
+    seconds = time.time() - t0
+    meta = read_metadata(out)
+    assert meta["training"]["recipe_defaults"]["name"] == f"mlp/digits/{method}"
+    assert meta["metrics"]["test_accuracy"] >= 0.90, meta["metrics"]
+    assert seconds < 60, seconds
