@@ -6,7 +6,7 @@ Every model is trained by ``glrzoo train`` (the exact command lands in its metad
 evaluation harness measures it on ``--n`` test points (clean; transfer FGSM/PGD from a backprop
 substitute made here and not shipped; the four corruptions; noisy voting), and a headline of those
 numbers is written into the model's ``metadata.json`` under ``evaluation``. Finally
-``saved_models/README.md`` is regenerated from the metadata (``glrzoo pretrained readme``).
+``saved_models/README.md`` and ``index.json`` are regenerated from the metadata (``glrzoo pretrained readme``).
 The five MNIST MLPs of the GLR table come from ``benchmarks/bench_glr_mnist.py table --out
 saved_models/mnist``; this script only evaluates them.
 """
@@ -24,7 +24,7 @@ from evaluation.harness import evaluate
 from glrzoo.cli import main as glrzoo
 from zoo.data import load_dataset
 from zoo.export import read_metadata, update_metadata
-from zoo.pretrained import write_readme
+from zoo.pretrained import write_index, write_readme
 
 ROOT = REPO / "saved_models"
 SMALL_CNN = '{"filters": [16, 16, 32, 32], "dense": 64}'
@@ -123,7 +123,7 @@ def main() -> None:
                 os.chdir(cwd)
         evaluate_one(name, args.n, work)
         print(f"  {time.time() - t:.0f} s", flush=True)
-    print(f"wrote {write_readme(ROOT)}; peak RSS {peak_rss_mib():.0f} MiB")
+    print(f"wrote {write_readme(ROOT)} and {write_index(ROOT)}; peak RSS {peak_rss_mib():.0f} MiB")
 
 
 
