@@ -52,7 +52,8 @@ def group_masks(record, estimator, last):
     layer = record.layer
     if isinstance(layer, NoisyLSTM):
         steps, units = record.preactivation.shape[1], layer.units
-        return [(t, np.eye(units, dtype=np.float32)[j]) for t in range(steps) for j in range(units)]
+        first = steps - (min(estimator.lstm_steps, steps) if estimator.lstm_steps else steps)
+        return [(t, np.eye(units, dtype=np.float32)[j]) for t in range(first, steps) for j in range(units)]
     shape = tuple(record.preactivation.shape[1:])
     if isinstance(layer, NoisyConv2D) and not last and estimator.grouping != "unit":
         h, w, c = shape
@@ -65,6 +66,12 @@ def group_masks(record, estimator, last):
                 masks.append(m)
         return masks
     return [m.reshape(shape) for m in np.eye(int(np.prod(shape)), dtype=np.float32)]
+
+
+def window(record, estimator):
+    """The number of trailing LSTM steps that carry local losses."""
+    steps = record.preactivation.shape[1]
+    return min(estimator.lstm_steps, steps) if estimator.lstm_steps else steps
 
 
 def pathwise(model, heads, estimator, x, y):
@@ -93,14 +100,14 @@ def pathwise(model, heads, estimator, x, y):
                 if isinstance(layer, NoisyLSTM):
                     t, m = mask
                     h_t = clean[:, t] + m * (noisy[:, t] - clean[:, t])
-                    total += tf.reduce_sum(cross_entropy(heads.logits(layer, h_t), y)) / z.shape[1]
+                    total += tf.reduce_sum(cross_entropy(heads.logits(layer, h_t), y)) / window(rec, estimator)
                     continue
                 out = clean + mask * (noisy - clean)
                 logits = out if last else heads.logits(layer, out)
                 total += tf.reduce_sum(cross_entropy(logits, y))
             objectives.append((layer, total / x.shape[0]))
             if not last:
-                feats = clean
+                feats = clean[:, z.shape[1] - window(rec, estimator):] if isinstance(layer, NoisyLSTM) else clean
                 logits = heads.logits(layer, feats)
                 k = logits.shape[-1]
                 e_h = HEAD_SIGMA * tf.random.normal(tf.shape(logits))
@@ -111,7 +118,7 @@ def pathwise(model, heads, estimator, x, y):
                     ht += cross_entropy(tf.reshape(fixed + one * (logits + e_h - fixed), [-1, k]),
                                         tf.reshape(tf.broadcast_to(tf.reshape(y, [-1] + [1] * (len(logits.shape) - 2)),
                                                           tf.shape(logits)[:-1]), [-1]))
-                norm = x.shape[0] * (z.shape[1] if isinstance(layer, NoisyLSTM) else 1)
+                norm = x.shape[0] * (window(rec, estimator) if isinstance(layer, NoisyLSTM) else 1)
                 head_objectives.append((layer, tf.reduce_sum(ht) / norm))
     per_var = {}
     for layer, obj in objectives:
@@ -165,6 +172,7 @@ LARGE = pytest.mark.large
     ("conv_bn", {"grouping": "channels", "group_size": 2}),
     pytest.param("conv_bn", {"grouping": "unit"}, marks=LARGE),
     pytest.param("lstm", {}, marks=LARGE),
+    pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
 ])
 def test_local_glr_mean_matches_backprop_of_local_objective(kind, options):
     g, p = compare(kind, 200, replications=2, dense_replications=4, **options)
@@ -253,6 +261,8 @@ def test_bad_settings_are_refused():
         glr_local(replications=3)
     with pytest.raises(ValueError, match="grouping"):
         glr_local(grouping="rows")
+    with pytest.raises(ValueError, match="lstm_steps"):
+        glr_local(lstm_steps=-1)
     with pytest.raises(ValueError, match="group_size"):
         model = small_model("conv_bn")
         est = glr_local(grouping="channels", group_size=3)

@@ -150,6 +150,10 @@ class LocalGLR:
         antithetic: noise in ``(e, -e)`` pairs.
         top_only: train only the output layer (the others stay at their initialisation): the
             random-features control against which a local-GLR result is judged.
+        lstm_steps: an LSTM's per-step local losses are taken at its last ``lstm_steps`` time steps
+            only (0: every step). Early steps of a stroke sequence are padding or a fraction of the
+            digit, so their per-step targets are mostly noise; noise at steps outside the window is
+            not drawn and gets no credit (the estimate stays unbiased for the windowed objective).
     """
 
     loss: str = "ce"
@@ -162,6 +166,7 @@ class LocalGLR:
     grid: int = 4
     antithetic: bool = True
     top_only: bool = False
+    lstm_steps: int = 0
 
     log_names = ()
 
@@ -177,6 +182,8 @@ class LocalGLR:
                 raise UserInputError(f"{label} must be a finite number > 0, got {value}")
         if self.grouping not in GROUPINGS:
             raise UserInputError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
+        if self.lstm_steps < 0:
+            raise UserInputError(f"lstm_steps must be >= 0 (0: every step), got {self.lstm_steps}")
         if self.group_size < 1 or self.grid < 1:
             raise UserInputError(f"group_size and grid must be >= 1, got {self.group_size} and {self.grid}")
 
@@ -220,6 +227,11 @@ class LocalGLR:
         return Estimate(grads + head_grads, loss, logits, {})
 
     # ------------------------------------------------------------------ pieces
+    def _lstm_window(self, z) -> tuple[int, int]:
+        """``(T, W)``: an LSTM record's steps and the trailing window that carries local losses."""
+        steps = int(z.shape[1])
+        return steps, (min(self.lstm_steps, steps) if self.lstm_steps else steps)
+
     def _replications(self, layer) -> int:
         return self.replications if isinstance(layer, (NoisyConv2D, NoisyLSTM)) else self.dense_replications
 
@@ -259,42 +271,47 @@ class LocalGLR:
     def _layer_score(self, record: LocalRecord, y, aux, seed) -> tf.Tensor:
         """``sum_r (L_g - L_clean) * e / sigma^2`` on the shape of ``z`` (``[N, ...]``), not yet divided by ``N``."""
         layer, z = record.layer, record.preactivation
-        e = self._noise(tf.shape(z), seed, self.sigma, self._replications(layer))  # [N, R, ...]
         if isinstance(layer, NoisyLSTM):
-            h_clean, _ = layer.cell(z, record.inputs["c_prev"])  # [N, T, u]
-            h_noisy, _ = layer.cell(z[:, None] + e, record.inputs["c_prev"][:, None])  # [N, R, T, u]
+            steps, window = self._lstm_window(z)
+            z, c_prev = z[:, steps - window:], record.inputs["c_prev"][:, steps - window:]  # the window's steps
+            e = self._noise(tf.shape(z), seed, self.sigma, self._replications(layer))  # [N, R, W, 4u]
+            h_clean, _ = layer.cell(z, c_prev)  # [N, W, u]
+            h_noisy, _ = layer.cell(z[:, None] + e, c_prev[:, None])  # [N, R, W, u]
             delta = h_noisy - h_clean[:, None]
             a = aux.linear_map(layer)  # [u, K]
-            change = self._loss_change(aux.logits(layer, h_clean), delta[..., None] * a, y)  # [N, R, T, u]
-            # each hidden unit's four gates share its loss; the objective is the mean over steps
-            change = tf.concat([change] * 4, axis=-1) / tf.cast(tf.shape(z)[1], tf.float32)
+            change = self._loss_change(aux.logits(layer, h_clean), delta[..., None] * a, y)  # [N, R, W, u]
+            # each hidden unit's four gates share its loss; the objective is the mean over the window's steps
+            change = tf.concat([change] * 4, axis=-1) / float(window)
+            score = tf.reduce_mean(change * e, axis=1) / self.sigma**2  # [N, W, 4u]
+            return tf.pad(score, [[0, 0], [steps - window, 0], [0, 0]])  # no credit before the window
+        e = self._noise(tf.shape(z), seed, self.sigma, self._replications(layer))  # [N, R, ...]
+        y_clean = layer.activate(z)
+        delta = layer.activate(z[:, None] + e) - y_clean[:, None]
+        if aux is None:  # output layer: the real loss, one loss per output unit
+            k = delta.shape[-1]
+            change = self._loss_change(y_clean, delta[..., None] * tf.eye(k), y)  # [N, R, K]
         else:
-            y_clean = layer.activate(z)
-            delta = layer.activate(z[:, None] + e) - y_clean[:, None]
-            if aux is None:  # output layer: the real loss, one loss per output unit
-                k = delta.shape[-1]
-                change = self._loss_change(y_clean, delta[..., None] * tf.eye(k), y)  # [N, R, K]
-            else:
-                a = aux.linear_map(layer)
-                clean_logits = aux.logits(layer, y_clean)
-                if isinstance(layer, NoisyConv2D) and self.grouping != "unit":
-                    c = delta.shape[-1]
-                    size = c if self.grouping == "patch" else min(self.group_size, c)
-                    if c % size:
-                        raise UserInputError(f"group_size {size} does not divide the {c} channels of {layer.name}")
-                    shape = tf.concat([tf.shape(delta)[:-1], [c // size, size]], 0)
-                    a_g = tf.reshape(a, [a.shape[0], a.shape[1], c // size, size, a.shape[-1]])
-                    d = tf.einsum("nrhwgs,hwgsk->nrhwgk", tf.reshape(delta, shape), a_g)
-                    change = tf.repeat(self._loss_change(clean_logits, d, y), size, axis=-1)  # [N, R, H, W, C]
-                else:  # one unit per loss
-                    change = self._loss_change(clean_logits, delta[..., None] * a, y)
+            a = aux.linear_map(layer)
+            clean_logits = aux.logits(layer, y_clean)
+            if isinstance(layer, NoisyConv2D) and self.grouping != "unit":
+                c = delta.shape[-1]
+                size = c if self.grouping == "patch" else min(self.group_size, c)
+                if c % size:
+                    raise UserInputError(f"group_size {size} does not divide the {c} channels of {layer.name}")
+                shape = tf.concat([tf.shape(delta)[:-1], [c // size, size]], 0)
+                a_g = tf.reshape(a, [a.shape[0], a.shape[1], c // size, size, a.shape[-1]])
+                d = tf.einsum("nrhwgs,hwgsk->nrhwgk", tf.reshape(delta, shape), a_g)
+                change = tf.repeat(self._loss_change(clean_logits, d, y), size, axis=-1)  # [N, R, H, W, C]
+            else:  # one unit per loss
+                change = self._loss_change(clean_logits, delta[..., None] * a, y)
         return tf.reduce_mean(change * e, axis=1) / self.sigma**2
 
     def _head_gradients(self, record: LocalRecord, y, aux: LocalHeads, seed):
         """GLR gradient of a head's kernel and bias from noise on its logits (summed over examples)."""
         layer, z = record.layer, record.preactivation
         if isinstance(layer, NoisyLSTM):
-            feats, _ = layer.cell(z, record.inputs["c_prev"])  # [N, T, u]
+            steps, window = self._lstm_window(z)
+            feats, _ = layer.cell(z[:, steps - window:], record.inputs["c_prev"][:, steps - window:])  # [N, W, u]
         else:
             feats = layer.activate(z)
         clean = aux.logits(layer, feats)  # [N, (T,) K]
@@ -309,9 +326,8 @@ class LocalGLR:
             d = pooled.shape[-1]
             gk = tf.matmul(tf.reshape(pooled, [-1, d]), tf.reshape(gl, [-1, gl.shape[-1]]), transpose_a=True)
         gb = tf.reduce_sum(tf.reshape(gl, [-1, gl.shape[-1]]), 0)
-        if isinstance(layer, NoisyLSTM):  # mean over steps, as the per-step losses are averaged
-            steps = tf.cast(tf.shape(z)[1], tf.float32)
-            gk, gb = gk / steps, gb / steps
+        if isinstance(layer, NoisyLSTM):  # mean over the window's steps, as the per-step losses are averaged
+            gk, gb = gk / float(window), gb / float(window)
         return gk, gb
 
 
@@ -325,6 +341,8 @@ OPTIONS = (
            help="local GLR: units per loss in conv layers: patch (all channels at a position), channels, unit"),
     Option("--group-size", "group_size", int, help="local GLR: channels per group with --grouping channels (default 4)"),
     Option("--head-grid", "grid", int, help="local GLR: cells per side of a conv head's average pooling (default 4)"),
+    Option("--lstm-steps", "lstm_steps", int,
+           help="local GLR: an LSTM's per-step local losses at its last N steps only (0: every step)"),
     Option("--top-only", "top_only", switch=True,
            help="local GLR: train only the output layer (the random-features control)"),
 )
@@ -341,7 +359,7 @@ def search_space(hp) -> dict:
                     description="Local, group-wise likelihood-ratio gradients (forward passes only; conv, dense, LSTM)")
 def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: int = 16, sigma: float = 0.5,
               head_sigma: float = 1.0, grouping: str = "channels", group_size: int = 4, grid: int = 4, antithetic: bool = True,
-              top_only: bool = False) -> LocalGLR:
+              top_only: bool = False, lstm_steps: int = 0) -> LocalGLR:
     """Local, group-wise likelihood-ratio estimator (see :class:`LocalGLR`).
 
     Example:
@@ -350,4 +368,4 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
     """
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
                     head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
-                    top_only=top_only)
+                    top_only=top_only, lstm_steps=lstm_steps)
