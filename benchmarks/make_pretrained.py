@@ -28,6 +28,7 @@ from zoo.pretrained import write_index, write_readme
 
 ROOT = REPO / "saved_models"
 SMALL_CNN = '{"filters": [16, 16, 32, 32], "dense": 64}'
+DENSENET10 = '{"depth": 10, "growth_rate": 12}'
 RECIPES: dict[str, list[str]] = {
     "digits/glr_threshold_mlp": ["--model", "glr_mlp", "--dataset", "digits", "--method", "glr", "--activation",
                                  "threshold", "--replications", "100", "--baseline", "--epochs", "30",
@@ -40,8 +41,21 @@ RECIPES: dict[str, list[str]] = {
     "mnist/madry_cnn_pgd": ["--model", "madry_cnn", "--dataset", "mnist", "--adversarial", "pgd", "--adv-eps", "0.3",
                             "--adv-step", "0.05", "--adv-iters", "7", "--epochs", "2", "--lr", "0.001",
                             "--model-args", '{"filters": [16, 32], "dense": 128}'],
-    "mnist_strokes/lstm": ["--model", "lstm", "--dataset", "mnist_strokes", "--epochs", "3", "--lr", "0.003",
-                           "--model-args", '{"units": 48}'],
+    "mnist_strokes/lstm": ["--model", "lstm", "--dataset", "mnist_strokes", "--method", "bp", "--epochs", "8",
+                           "--lr", "0.003", "--lr-schedule", "cosine", "--model-args", '{"units": 64}'],
+    # GLR models of the GLR issue and their backprop twins (same architecture, data, epochs, schedule)
+    "mnist/cnn6_bp": ["--model", "cnn6", "--dataset", "mnist", "--method", "bp", "--epochs", "6", "--lr", "0.001",
+                      "--lr-schedule", "cosine"],
+    "mnist/cnn6_glr_local": ["--model", "cnn6", "--dataset", "mnist", "--method", "glr_local", "--epochs", "6",
+                             "--lr", "0.003", "--lr-schedule", "cosine"],
+    "fashion_mnist/densenet_bp": ["--model", "densenet", "--dataset", "fashion_mnist", "--method", "bp", "--epochs",
+                                  "4", "--lr", "0.001", "--lr-schedule", "cosine", "--model-args", DENSENET10],
+    "fashion_mnist/densenet_glr_local": ["--model", "densenet", "--dataset", "fashion_mnist", "--method", "glr_local",
+                                         "--epochs", "4", "--lr", "0.003", "--lr-schedule", "cosine", "--model-args",
+                                         DENSENET10],
+    "mnist_strokes/lstm_glr_local": ["--model", "lstm", "--dataset", "mnist_strokes", "--method", "glr_local",
+                                     "--epochs", "8", "--lr", "0.003", "--lr-schedule", "cosine", "--model-args",
+                                     '{"units": 64}'],
 }
 GLR_TABLE = ("mnist/bp_sigmoid_ce", "mnist/glr_sigmoid_ce", "mnist/glr_threshold_ce", "mnist/glr_sigmoid_01",
              "mnist/glr_threshold_01")

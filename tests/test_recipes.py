@@ -112,3 +112,24 @@ def test_digits_recipes_reach_90_percent_in_under_a_minute(method, tmp_path, cap
     assert meta["training"]["recipe_defaults"]["name"] == f"mlp/digits/{method}"
     assert meta["metrics"]["test_accuracy"] >= 0.90, meta["metrics"]
     assert seconds < 60, seconds
+
+
+def test_shipped_models_were_trained_by_their_recipe_rows():
+    """A shipped model whose (model, dataset, method) has a row was trained with exactly that row, so
+    ``glrzoo train --model M --dataset D --method X --out DIR`` reproduces its recipe."""
+    from zoo.pretrained import list_pretrained, resolve
+
+    checked = 0
+    for name in list_pretrained():
+        recipe = read_metadata(resolve(name))["training"].get("recipe")
+        if not recipe or (recipe["model"], recipe["dataset"], recipe["method"]) not in RECIPES:
+            continue
+        row = RECIPES[(recipe["model"], recipe["dataset"], recipe["method"])]
+        filled, _ = fill_settings(recipe["model"], recipe["dataset"], recipe["method"], {})
+        for field, value in row.items():
+            if field in ("model_args", "method_args"):
+                assert {k: recipe[field].get(k) for k in value} == value, (name, field)
+            else:
+                assert recipe[field] == value == filled[field], (name, field, recipe[field], value)
+        checked += 1
+    assert checked >= 4  # cnn6 (bp, glr_local), the stroke LSTM, the Fashion-MNIST DenseNet
