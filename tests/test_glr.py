@@ -77,7 +77,7 @@ def variance_and_mean(estimator, model, x, y, k=60):
     return est.mean(0), est.var(0, ddof=1).sum(), est.std(0, ddof=1) / np.sqrt(k)
 
 
-@pytest.mark.parametrize("option", ["baseline", "antithetic", "qmc", "layerwise"])
+@pytest.mark.parametrize("option", ["baseline", "antithetic", "qmc", "layerwise", "shared_noise"])
 def test_variance_reductions_keep_mean(option):
     model = small_model("dense")
     x, y = batch("dense")
@@ -90,8 +90,19 @@ def test_variance_reductions_keep_mean(option):
         se = se * 2
     z = (mean - plain_mean) / np.sqrt(plain_se**2 + se**2)
     assert np.max(np.abs(z)) < 4.5, (option, np.round(z, 2))
-    if option != "layerwise":
+    if option not in ("layerwise", "shared_noise"):  # shared noise trades variance for far fewer draws
         assert var < plain_var, (option, var, plain_var)
+
+
+def test_shared_noise_gives_every_example_the_same_draws():
+    from zoo.noise_context import NoiseRecorder
+
+    rec = NoiseRecorder(replications=4, shared=True, antithetic=True)
+    e = rec.sample((3,), 5, tf.constant([1, 2])).numpy().reshape(5, 4, 3)
+    assert np.all(e == e[:1])  # the same R noises for each of the 5 examples
+    assert np.all(e[0, 2:] == -e[0, :2]) and np.std(e) > 0.1  # antithetic pairs, and real noise
+    independent = NoiseRecorder(replications=4).sample((3,), 5, tf.constant([1, 2])).numpy().reshape(5, 4, 3)
+    assert not np.allclose(independent, independent[:1])
 
 
 def test_baseline_with_qmc_cuts_variance_a_lot():

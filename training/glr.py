@@ -53,6 +53,9 @@ class GLR:
         sigma: noise scale (Gaussian stddev or Laplace ``b``), in units of the pre-activation.
         layer_sigma: optional ``{layer name: sigma}`` overrides.
         baseline, antithetic, layerwise, qmc: variance reductions (module docstring).
+        shared_noise: one set of ``R`` noises for every example of a batch (or chunk) instead of
+            ``N x R`` draws: unbiased (each example's noise has its exact density), far fewer random
+            numbers; see ``zoo.noise_context.NoiseRecorder``.
         max_rows: rows (examples x replications) per forward chunk; ``None`` derives it from a
             1 GiB activation budget for the model.
         report_rse: also log ``rse``, the estimated relative standard error of the gradient over
@@ -69,6 +72,7 @@ class GLR:
     antithetic: bool = False
     layerwise: bool = False
     qmc: bool = False
+    shared_noise: bool = False
     max_rows: int | None = None
     report_rse: bool = True
 
@@ -112,7 +116,7 @@ class GLR:
             b = tf.shape(xs)[0]
             with record_noise(replications=R, distribution=self.distribution, sigma=self.sigma,
                               layer_sigma=self.layer_sigma, antithetic=self.antithetic, qmc=self.qmc,
-                              active_layer=active) as rec:
+                              active_layer=active, shared=self.shared_noise) as rec:
                 logits = model(xs, training=True)  # [b * R, classes]
             losses = get_loss(self.loss)(logits, tf.repeat(ys, R))  # [b * R]
             centred = losses - self._baseline(model, xs, ys, losses, b)
@@ -196,6 +200,8 @@ OPTIONS = (
     Option("--antithetic", "antithetic", switch=True, help="antithetic noise pairs (e, -e)"),
     Option("--layerwise", "layerwise", switch=True, help="noise in one layer per step, cycling"),
     Option("--qmc", "qmc", switch=True, help="stratified quasi-Monte Carlo noise"),
+    Option("--shared-noise", "shared_noise", switch=True,
+           help="the same R noises for every example of a batch (unbiased; R x units draws instead of N x R x units)"),
 )
 
 
@@ -213,7 +219,8 @@ def search_space(hp) -> dict:
                     description="Likelihood-ratio (GLR) gradients from forward passes only")
 def glr(*, loss: str = "ce", replications: int = 10, distribution: str = "gaussian", sigma: float = 1.0,
         layer_sigma: Mapping[str, float] | None = None, baseline: bool = False, antithetic: bool = False,
-        layerwise: bool = False, qmc: bool = False, max_rows: int | None = None, report_rse: bool = True) -> GLR:
+        layerwise: bool = False, qmc: bool = False, shared_noise: bool = False, max_rows: int | None = None,
+        report_rse: bool = True) -> GLR:
     """Likelihood-ratio gradient estimator (see :class:`GLR`).
 
     Example:
@@ -222,4 +229,4 @@ def glr(*, loss: str = "ce", replications: int = 10, distribution: str = "gaussi
     """
     return GLR(loss=loss, replications=replications, distribution=distribution, sigma=sigma,
                layer_sigma=layer_sigma, baseline=baseline, antithetic=antithetic, layerwise=layerwise, qmc=qmc,
-               max_rows=max_rows, report_rse=report_rse)
+               shared_noise=shared_noise, max_rows=max_rows, report_rse=report_rse)

@@ -102,6 +102,11 @@ class NoiseRecorder:
         layer_sigma: optional per-layer-name scale overriding ``sigma``.
         antithetic: draw ``R / 2`` noises and use ``(e, -e)`` pairs (``R`` must be even).
         qmc: randomized quasi-Monte Carlo along the replication axis (see ``sample``).
+        shared: every example of the batch gets the same ``R`` noises (replication ``r`` of every
+            example uses one draw): ``R x units`` random numbers per layer instead of
+            ``N x R x units``. Each example's noise keeps its exact density, so every term of the
+            estimate keeps its mean (unbiased); only the correlation across examples, hence the
+            variance, changes (Salimans et al. 2017 share noise across workers the same way).
         active_layer: optional scalar int tensor; when given, only the noisy layer whose
             position (in call order) equals it draws noise (layer-wise injection).
     """
@@ -115,6 +120,7 @@ class NoiseRecorder:
         antithetic: bool = False,
         qmc: bool = False,
         active_layer: Any = None,
+        shared: bool = False,
     ):
         if distribution not in ("gaussian", "laplace"):
             raise UserInputError(f"unknown estimator noise {distribution!r}; use 'gaussian' or 'laplace'")
@@ -126,6 +132,7 @@ class NoiseRecorder:
         self.layer_sigma = dict(layer_sigma or {})
         self.antithetic = antithetic
         self.qmc = qmc
+        self.shared = shared
         self.active_layer = active_layer
         self.records: list[NoiseRecord] = []
         self.replicated = False
@@ -155,7 +162,7 @@ class NoiseRecorder:
         R = self.replications
         batch = rows // R
         draws = R // 2 if self.antithetic else R
-        shape = tf.concat([[batch, draws], tf.constant(per_example_shape, tf.int32)], 0)
+        shape = tf.concat([[1 if self.shared else batch, draws], tf.constant(per_example_shape, tf.int32)], 0)
         if self.qmc:
             u = tf.random.stateless_uniform(shape, seed)
             seed2 = tf.random.experimental.stateless_fold_in(seed, 7)
@@ -176,6 +183,8 @@ class NoiseRecorder:
             e = -tf.sign(c) * tf.math.log1p(-2.0 * tf.abs(c))
         if self.antithetic:
             e = tf.concat([e, -e], axis=1)
+        if self.shared:  # [1, R, ...] -> [batch, R, ...]: the same R noises for every example
+            e = tf.broadcast_to(e, tf.concat([[batch], tf.shape(e)[1:]], 0))
         return tf.reshape(e, tf.concat([[batch * R], tf.constant(per_example_shape, tf.int32)], 0))
 
     def score(self, record: NoiseRecord) -> tf.Tensor:
