@@ -33,7 +33,7 @@ from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, sweep, train
-from zoo import pretrained
+from zoo import leaderboard, pretrained
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
 from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, update_metadata
@@ -300,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrained", help="list, show, verify or document the pretrained models")
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme", "index"],
                    help="list the installed models; show or verify NAME (downloaded into the cache from "
-                        "$GLRZOO_PRETRAINED_URL if not installed); readme: regenerate README.md and index.json "
-                        "of the folder; index: regenerate index.json only")
+                        "$GLRZOO_PRETRAINED_URL if not installed); readme: regenerate README.md, the leaderboard "
+                        "(LEADERBOARD.md, leaderboard/model_info/) and index.json of the folder; index: regenerate "
+                        "index.json only")
     p.add_argument("name", nargs="?", help="model name for show/verify, e.g. mnist/glr_threshold_ce (default: none)")
     p.add_argument("--root", default=None, help="pretrained folder (default: $GLRZOO_PRETRAINED_DIR, else the "
                                                 "installed models, else the repository's saved_models/)")
@@ -504,7 +505,10 @@ def cmd_pretrained(args) -> int:
             print(line)
         return 0
     if args.action in ("readme", "index"):
-        written = [pretrained.write_readme(args.root)] if args.action == "readme" else []
+        written = []
+        if args.action == "readme":  # the README and, beside it, the leaderboard
+            readme = pretrained.write_readme(args.root)
+            written += [readme, readme.parent / leaderboard.LEADERBOARD, readme.parent / leaderboard.FOLDER]
         written.append(pretrained.write_index(args.root))
         print(f"wrote {', '.join(map(str, written))}")
         return 0

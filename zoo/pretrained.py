@@ -19,7 +19,9 @@ Where a name is looked up, in order:
 
 Every load checks every file's sha256 against the export's ``metadata.json`` (:func:`zoo.export.verify_export`).
 ``saved_models/index.json`` is generated (:func:`write_index`, ``glrzoo pretrained readme``) and a
-test fails when it drifts from the files.
+test fails when it drifts from the files. ``glrzoo pretrained readme`` also regenerates
+``README.md`` and the leaderboard (``LEADERBOARD.md``, ``leaderboard/model_info/``; :mod:`zoo.leaderboard`),
+which the index leaves out: they are documents generated from the metadata, not files of a model.
 
 Example:
     >>> import zoo
@@ -361,12 +363,16 @@ def summary_row(name: str, meta: dict, size_bytes: int) -> dict:
 
 
 def write_readme(root: str | os.PathLike | None = None) -> Path:
-    """Regenerate ``<root>/README.md`` (:data:`README_HEAD` + :func:`readme_table`) atomically."""
+    """Regenerate ``<root>/README.md`` (:data:`README_HEAD` + :func:`readme_table`) atomically, and
+    the leaderboard beside it (``LEADERBOARD.md`` and ``leaderboard/``, :func:`zoo.leaderboard.write_leaderboard`)."""
+    from zoo.leaderboard import write_leaderboard  # it builds on this module
+
     root = Path(root) if root is not None else pretrained_root()
     path = root / "README.md"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(README_HEAD + readme_table(root) + "\n")
     os.replace(tmp, path)
+    write_leaderboard(root)
     return path
 
 
