@@ -23,7 +23,7 @@ from common import REPO, data_dir, peak_rss_mib
 
 from evaluation.harness import evaluate
 from evaluation.report import write_report
-from training.run import TrainConfig, train
+from training.substitute import train_substitute
 from zoo.data import load_dataset
 
 NAMES = ("bp_sigmoid_ce", "glr_sigmoid_ce", "glr_threshold_ce", "glr_sigmoid_01", "glr_threshold_01")
@@ -47,9 +47,7 @@ def main() -> None:
     data = load_dataset("mnist", data_dir())
     out = Path(args.out)
     sub = out / "substitute_mlp"
-    if not (sub / "metadata.json").exists():
-        train(TrainConfig(model="substitute_mlp", dataset="mnist", epochs=5, lr=1e-3, out=str(sub), overwrite=True,
-                          verbose=0), data=data)
+    train_substitute(data, epochs=5, lr=1e-3, out=sub)  # made once; reused when it exists
     models = [str(REPO / "saved_models" / "mnist" / n) for n in NAMES]
     x, y = data.x_test[:args.n], data.y_test[:args.n]
     result = evaluate(models, x, y, suites=("clean", "transfer", "corruption"), sources=[str(sub)], out=out,

@@ -19,7 +19,8 @@ all         ``lr`` (log 1e-4..1e-2), ``train_stddev`` (0..1, noise injection)
 Objectives (all maximized, all on the validation split): ``val_accuracy``; ``val_noisy_vote``
 (accuracy under inference noise of stddev ``objective_stddev`` with ``objective_votes`` votes);
 ``val_transfer`` (accuracy on FGSM examples at ``objective_eps`` made once on a backprop
-substitute trained on the same training split); ``val_robust`` (the mean of the three).
+substitute, :func:`training.substitute.train_substitute`, trained on the same training split);
+``val_robust`` (the mean of the three). The noisy vote is :func:`evaluation.metrics.vote_accuracy`.
 Every trial reports all of them; the tuner optimizes the chosen one.
 
 Distributed tuning: keras-tuner runs one chief (the oracle) and many workers from the same script,
@@ -36,14 +37,15 @@ import keras_tuner as kt
 import numpy as np
 
 from evaluation.attacks import attack, logits_fn
+from evaluation.metrics import vote_accuracy
 from training.adversarial import pgd_training
 from training.pipeline import epoch_dataset
 from training.registry import create_estimator, get_estimator, list_estimators
 from training.run import TrainConfig, build_model, make_optimizer
+from training.substitute import train_substitute
 from training.trainer import Trainer
 from zoo.errors import UserInputError
 from zoo.noise import noisy_layers
-from zoo.voting import vote_predict
 
 ADVERSARIAL = "adv"  # backprop + PGD adversarial training: a recipe, not an estimator
 
@@ -126,9 +128,7 @@ class ZooHyperModel(kt.HyperModel):
         """Every objective of the trained ``net`` on the validation split (transfer ones only for pixel data)."""
         x, y = self.data.x_test, self.data.y_test
         clean = float(np.mean(np.argmax(net.predict(x, verbose=0, batch_size=512), -1) == y))
-        noisy = clean
-        if noisy_layers(net):
-            noisy = float(np.mean(vote_predict(net, x, self.objective_votes, self.objective_stddev).numpy() == y))
+        noisy = vote_accuracy(net, x, y, self.objective_votes, self.objective_stddev) if noisy_layers(net) else clean
         if not self.pixels:
             return {"val_accuracy": clean, "val_noisy_vote": noisy}
         xt, yt = self.transfer_set()
@@ -139,12 +139,9 @@ class ZooHyperModel(kt.HyperModel):
     def transfer_set(self):
         """FGSM examples at ``objective_eps`` from a backprop substitute, made once and reused."""
         if self._transfer_set is None:
-            keras.utils.set_random_seed(self.seed + 1)
-            sub = build_model(dataclasses.replace(self.base, model="substitute_mlp", model_args={}, activation=None,
-                                                  train_stddev=0.0, infer_stddev=0.0), self.data)
-            sub.compile(optimizer=keras.optimizers.Adam(1e-3),
-                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            sub.fit(self.data.x_train, self.data.y_train, epochs=max(3, self.base.epochs), batch_size=128, verbose=0)
+            # trained on the train split only (self.data's test split is the validation split)
+            sub = train_substitute(self.data, epochs=max(3, self.base.epochs), lr=1e-3, batch_size=128,
+                                   seed=self.seed + 1)
             x, y = self.data.x_test, self.data.y_test
             adv = attack("fgsm", logits_fn(sub), x, y, self.objective_eps).numpy()
             self._transfer_set = (adv, y)

@@ -40,3 +40,30 @@ def test_interval_matches_closed_form_and_has_nominal_coverage():
 def test_accuracy_row_shape():
     row = accuracy_row(10, 10)
     assert row["accuracy"] == 1.0 and row["ci95"][1] == 1.0 and row["n"] == 10
+
+
+def test_vote_accuracy_is_the_share_the_majority_vote_gets_right():
+    import keras
+    import numpy as np
+
+    import zoo
+    from evaluation.metrics import vote_accuracy
+    from zoo.noise import noisy_layers
+    from zoo.voting import vote_predict
+
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("test_mlp", (8, 8, 1), 10, infer_stddev=0.7)
+    x = np.random.default_rng(0).random((40, 8, 8, 1), dtype=np.float32)
+    with zoo.noise_override(0.0):
+        clean = np.argmax(model(x, training=False), -1)
+    y = np.where(np.arange(40) < 25, clean, (clean + 1) % 10)  # 25 of 40 right without noise
+    assert vote_accuracy(model, x, y, votes=5, stddev=0.0) == pytest.approx(25 / 40)
+    states = [layer.rng_state.numpy().copy() for layer in noisy_layers(model)]
+    noisy = vote_accuracy(model, x, y, votes=7, stddev=2.0)
+    for layer, state in zip(noisy_layers(model), states):  # the same draws again
+        layer.rng_state.assign(state)
+    assert noisy == float(np.mean(vote_predict(model, x, 7, 2.0).numpy() == y))
+    plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    pred = np.argmax(plain.predict(x, verbose=0), -1)
+    assert vote_accuracy(plain, x, pred, votes=9, stddev=1.0) == 1.0  # no noisy layer: one plain pass
+    assert math.isnan(vote_accuracy(model, x[:0], y[:0], votes=3))
