@@ -56,7 +56,10 @@ def main() -> None:
     p.add_argument("name", help="dataset/model_name under saved_models/")
     p.add_argument("--machine", required=True, help="where it was trained (recorded in the metadata)")
     a = p.parse_args()
-    print(adopt(a.run_dir, a.name, a.machine))
+    try:
+        print(adopt(a.run_dir, a.name, a.machine))
+    except UserInputError as e:
+        raise SystemExit(f"adopt_export: {e}") from None
 
 
 if __name__ == "__main__":
