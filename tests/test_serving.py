@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import zoo
 from glrzoo.cli import main
-from tests.helpers.serving_standin import Bundle, start_grpc, start_rest
+from helpers.serving_standin import Bundle, start_grpc, start_rest
 from zoo.export import load_model
 from zoo.serving import ServingClient, find_exports, grpc_request, models_config, rest_request
 
