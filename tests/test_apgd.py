@@ -96,6 +96,7 @@ def test_apgd_ce_and_autoattack_reach_zero_on_undefended_model(undefended):
     assert res.clean_correct.all() and res.budget["n_iter"] == 100 and res.budget["eps"] == eps
 
 
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_autoattack_at_least_as_strong_as_pgd(undefended):
     """Moderate eps where PGD leaves about a third: the ensemble does not do worse than PGD-100 on
     the same points, and its robust mask is exactly the points still classified correctly."""

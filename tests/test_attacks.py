@@ -25,6 +25,7 @@ def undefended():
 
 
 @pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_attack_fools_undefended_model(undefended, name):
     model, x, y = undefended
     eps = np.inf if name in MINIMAL else 0.3

@@ -72,6 +72,7 @@ def test_bang_rejects_bad_settings():
         bang()(model, tf.zeros((2, 5, 2)), tf.constant([0, 1]), 0)
 
 
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_bang_from_the_cli(tmp_path):
     from glrzoo.cli import main
     from zoo.export import read_metadata

@@ -100,6 +100,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_sweep_trains_one_model_per_stddev(tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["sweep", "--model", "test_mlp", "--epochs", "1", "--noise", "multiplicative", "--train-stddevs",

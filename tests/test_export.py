@@ -41,6 +41,7 @@ def test_every_noisy_layer_class_has_a_case():
 @pytest.mark.parametrize("layer_cls,case", [
     pytest.param(cls, case, id=f"{cls.__name__}-{i}") for cls in NOISY_LAYERS
     for i, case in enumerate(LAYER_CASES.get(cls.__name__, [None]))])
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_noisy_layer_round_trips(layer_cls, case, tmp_path):
     """Config, .keras and SavedModel round trips of every noisy layer (tests/layer_checks.py)."""
     if case is None:

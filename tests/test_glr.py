@@ -54,6 +54,7 @@ def estimates(estimator, model, x, y, k):
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv_bn", "lstm"])
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_glr_mean_matches_backprop_of_noisy_net(kind):
     model = small_model(kind)
     x, y = batch(kind)
@@ -78,6 +79,7 @@ def variance_and_mean(estimator, model, x, y, k=60):
 
 
 @pytest.mark.parametrize("option", ["baseline", "antithetic", "qmc", "layerwise", "shared_noise"])
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_variance_reductions_keep_mean(option):
     model = small_model("dense")
     x, y = batch("dense")

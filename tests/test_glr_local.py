@@ -174,6 +174,7 @@ LARGE = pytest.mark.large
     pytest.param("lstm", {}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
 ])
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_local_glr_mean_matches_backprop_of_local_objective(kind, options):
     g, p = compare(kind, 200, replications=2, dense_replications=4, **options)
     assert_same_mean(g, p)

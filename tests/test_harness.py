@@ -97,6 +97,7 @@ def test_voting_abstention_and_distortion(exports, tmp_path):
         assert dist[(m, 0.6)]["changed_rate"] > dist[(m, 0.05)]["changed_rate"]
 
 
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_report_has_heat_map_for_different_train_stddevs(exports, tmp_path):
     from evaluation.harness import evaluate
     from evaluation.report import write_report

@@ -27,6 +27,7 @@ def test_pass_forgives_a_shift_that_l2_does_not(digit_images):
     assert ssim(shifted, img) < pass_score(shifted, img)  # alignment is what recovers it
 
 
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_lr_input_gradient_is_unbiased_for_the_smoothed_loss():
     keras.utils.set_random_seed(1)
     model = zoo.create_model("mlp", (6,), 3, hidden=(8,), activation="sigmoid")

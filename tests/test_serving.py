@@ -13,10 +13,10 @@ import urllib.error
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.serving_standin import Bundle, start_grpc, start_rest
 
 import zoo
 from glrzoo.cli import main
-from helpers.serving_standin import Bundle, start_grpc, start_rest
 from zoo.export import load_model
 from zoo.serving import ServingClient, find_exports, grpc_request, models_config, rest_request
 

@@ -18,6 +18,7 @@ def test_config_is_the_one_glrzoo_train_builds(tmp_path):
     assert (mine.out, mine.overwrite, mine.verbose) == (cli.out, cli.overwrite, cli.verbose)
 
 
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_trains_in_memory_or_exports_and_reuses(digits, tmp_path, monkeypatch):
     digits = digits.subset(256, 64)
     model = train_substitute(digits, epochs=1, batch_size=64, seed=3)

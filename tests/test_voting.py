@@ -23,6 +23,7 @@ def _reset(model, states):
     ("test_densenet", (16, 16, 1), {}),  # concatenations after the first noisy layer
     ("test_lstm", (5, 2), {}),  # noise inside the recurrence: only the (empty) prefix is shared
 ])
+@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_shared_prefix_gives_the_counts_of_full_passes(name, shape, kwargs):
     keras.utils.set_random_seed(0)
     model = zoo.create_model(name, shape, 10, infer_stddev=0.7, **kwargs)
