@@ -33,7 +33,6 @@ metadata.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from zoo.data import file_sha256
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.noise_context import noise_override
 from zoo.voting import vote_counts
@@ -62,12 +62,7 @@ class ExportError(UserInputError):
 RUN_FOLDERS = ("checkpoints",)  # what a training run keeps in its --out before it exports
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = file_sha256  # hex sha256 of a file, read in 1 MiB blocks (one implementation, in zoo.data)
 
 
 def file_checksums(root: Path) -> dict[str, str]:
