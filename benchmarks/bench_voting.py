@@ -8,16 +8,18 @@ Per family, measured side by side in one process (interleaved, best of ``--repea
 * ``plain``: one noise-free inference pass over the ``n`` inputs (the model compiled once, inputs in
   chunks of ``zoo.memory.rows_per_chunk`` rows, as the votes are);
 * ``vote_1`` and ``vote_K``: ``zoo.voting.vote_counts`` with multiplicative inference noise of
-  stddev 1.0 (0 dB), which computes the part before the first noise once per example;
-* ``full_K``: the same ``K`` votes as ``K`` full passes (``reuse_prefix=False``), the old way;
+  stddev 1.0 (0 dB) and its defaults: the part before the first noise once per example, the noise
+  read from a table at random offsets (``zoo.noise_table``), the per-vote part compiled by XLA;
+* ``full_K``: the same ``K`` votes as ``K`` full passes (``reuse_prefix=False``);
+* ``nojit_K``: the table without XLA; ``exact_K``: independent Gaussian draws without XLA (what
+  voting did before the table);
 * ``noisy``: one compiled pass with the noise on (the same loop as ``plain``): what a single noisy
   pass costs before any voting machinery, i.e. the plain pass plus drawing its Gaussian noise.
 
-``ratio_K`` = vote_K / plain. ``K`` votes need ``K`` noise draws for every unit after the first
-noisy layer's product, so their floor is about ``K * noisy`` minus the shared prefix; below ``K``
-plain passes only where the shared part is a large share of the pass (the MLPs' first matrix
-product), above it where drawing the noise costs more than the arithmetic (on CPU, TensorFlow's
-Philox Gaussian for ``cnn6``'s 75,000 activations per example costs about one plain pass).
+``ratio_K`` = vote_K / plain; the target is ``ratio_K <= K``. With independent draws the floor is
+about ``K * noisy`` (on CPU, TensorFlow's Philox Gaussian for ``cnn6``'s 75,000 activations per
+example costs about one plain pass); the table removes the random-number arithmetic and XLA fuses
+its reads into the passes, so what is left is ``K`` passes minus the shared prefix.
 Peak memory is the process's peak RSS (MiB) and its growth over the model-building baseline.
 """
 from __future__ import annotations
@@ -53,8 +55,8 @@ chunk = rows_per_chunk(model)
 forward = tf.function(lambda b: tf.argmax(model(b, training=False), -1), input_signature=[tf.TensorSpec([None, *shape])])
 def plain():
     return [forward(x[i:i + chunk]).numpy() for i in range(0, n, chunk)]
-def votes(k, reuse=True):
-    return lambda: vote_counts(model, x, k, reuse_prefix=reuse).numpy()
+def votes(k, reuse=True, **kw):
+    return lambda: vote_counts(model, x, k, reuse_prefix=reuse, **kw).numpy()
 def best(fn, times):
     out = []
     for _ in range(times):
@@ -63,17 +65,21 @@ def best(fn, times):
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 set_noise(model, infer_stddev=0.0); plain()  # trace
 set_noise(model, infer_stddev=1.0); plain(); votes(1)(); votes(K)(); votes(K, False)()  # trace
-t = dict(plain=[], noisy=[], vote_1=[], vote_K=[], full_K=[])
+votes(K, jit=False)(); votes(K, noise_source="exact", jit=False)()
+t = dict(plain=[], noisy=[], vote_1=[], vote_K=[], full_K=[], nojit_K=[], exact_K=[])
 for _ in range(repeats):  # interleaved, so a busy machine slows all of them alike
     set_noise(model, infer_stddev=0.0); t["plain"] += best(plain, 1)
     set_noise(model, infer_stddev=1.0); t["noisy"] += best(plain, 1)
     t["vote_1"] += best(votes(1), 1); t["vote_K"] += best(votes(K), 1); t["full_K"] += best(votes(K, False), 1)
+    t["nojit_K"] += best(votes(K, jit=False), 1); t["exact_K"] += best(votes(K, noise_source="exact", jit=False), 1)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 b = {{k: min(v) for k, v in t.items()}}
 print(json.dumps(dict(family=family, model=name, n=n, votes=K, rows_per_chunk=chunk, plain_s=round(b["plain"], 3),
                       noisy_ratio=round(b["noisy"] / b["plain"], 2), ratio_1=round(b["vote_1"] / b["plain"], 2),
                       ratio_K=round(b["vote_K"] / b["plain"], 2),
-                      full_K_ratio=round(b["full_K"] / b["plain"], 2), peak_mib=round(peak),
+                      full_K_ratio=round(b["full_K"] / b["plain"], 2),
+                      nojit_K_ratio=round(b["nojit_K"] / b["plain"], 2), exact_K_ratio=round(b["exact_K"] / b["plain"], 2),
+                      peak_mib=round(peak),
                       peak_growth_mib=round(peak - base_rss))))
 """
 
@@ -86,7 +92,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     args = p.parse_args()
     print(f"{'family':<15} {'n':>5} {'plain s':>8} {'noisy':>6} {'1 vote':>7} {f'{args.votes} votes':>9} "
-          f"{'full passes':>11} {'peak MiB':>9} {'growth':>7}")
+          f"{'full passes':>11} {'no XLA':>7} {'exact':>7} {'peak MiB':>9} {'growth':>7}")
     for family in args.models:
         name, shape, overrides, n = FAMILIES[family]
         code = CHILD.format(repo=str(REPO), family=family, name=name, shape=shape, overrides=overrides,
@@ -100,7 +106,8 @@ def main() -> None:
         floor = "" if r["ratio_K"] <= args.votes else f"  ABOVE {args.votes}x"
         print(f"{family:<15} {r['n']:>5} {r['plain_s']:>8.3f} {r['noisy_ratio']:>5.2f}x {r['ratio_1']:>6.2f}x "
               f"{r['ratio_K']:>8.2f}x "
-              f"{r['full_K_ratio']:>10.2f}x {r['peak_mib']:>9} {r['peak_growth_mib']:>7}{floor}", flush=True)
+              f"{r['full_K_ratio']:>10.2f}x {r['nojit_K_ratio']:>6.2f}x {r['exact_K_ratio']:>6.2f}x "
+              f"{r['peak_mib']:>9} {r['peak_growth_mib']:>7}{floor}", flush=True)
         print(json.dumps(r), flush=True)
 
 

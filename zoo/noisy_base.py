@@ -23,13 +23,14 @@ import random
 import keras
 import tensorflow as tf
 
-from zoo import activations
+from zoo import activations, noise_table
 from zoo.errors import UserInputError
 from zoo.noise_context import (
     LocalRecord,
     NoiseRecord,
     OutputRecord,
     current_local_recorder,
+    current_noise_table,
     current_output_recorder,
     current_override,
     current_recorder,
@@ -52,6 +53,10 @@ class NoisyLayer(keras.layers.Layer):
         seed: integer seed of the layer's noise stream; ``None`` draws one from Python's
             ``random`` (seeded by ``keras.utils.set_random_seed``).
     """
+
+    # True when every noise draw goes through ``add_noise`` (and so can be read from a noise table
+    # during voting, :mod:`zoo.noise_table`); a layer that draws its own noise sets it False.
+    table_noise = True
 
     def __init__(
         self,
@@ -114,8 +119,12 @@ class NoisyLayer(keras.layers.Layer):
         rec = current_recorder()
         if rec is not None:
             return self._add_estimator_noise(z, rec, record_inputs)
-        s = self.active_stddev(training, z.dtype)
         seed = self.next_seed()
+        table = self.voting_table(training, z)
+        if table is not None:  # voting: the scaled table (1 + s T or s T) read at random offsets
+            n = tf.cast(noise_table.table_normal(table, tf.shape(z)[0], tuple(z.shape[1:]), seed), z.dtype)
+            return z + n if self.noise == "additive" else z * n
+        s = self.active_stddev(training, z.dtype)
 
         def noisy():
             n = replica_slice(lambda rows: tf.random.stateless_normal(
@@ -123,6 +132,23 @@ class NoisyLayer(keras.layers.Layer):
             return z + s * n if self.noise == "additive" else z * (1.0 + s * n)
 
         return tf.cond(s > 0, noisy, lambda: tf.identity(z))
+
+    def voting_table(self, training, z: tf.Tensor):
+        """This layer's scaled noise table in force for an inference call (:func:`zoo.noise_context.
+        noise_table`), or ``None`` (training, a GLR pass, no table, or rows that do not fit it)."""
+        if training or current_recorder() is not None or current_local_recorder() is not None:
+            return None
+        tabled = current_noise_table()
+        table = tabled.tables.get(id(self)) if tabled is not None else None
+        if table is None or not noise_table.fits(int(table.shape[0]), tuple(z.shape[1:])):
+            return None
+        return table
+
+    def scaled_table(self, table: tf.Tensor, training=False) -> tf.Tensor:
+        """``1 + s * table`` (multiplicative) or ``s * table`` (additive), ``s`` this layer's stddev in
+        force: the table :meth:`add_noise` reads during voting."""
+        s = self.active_stddev(training, table.dtype)
+        return s * table if self.noise == "additive" else 1.0 + s * table
 
     def active_stddev(self, training, dtype) -> tf.Tensor:
         """The stddev in force: a :func:`noise_override` if one is active, else train or infer stddev."""
@@ -200,6 +226,12 @@ class BatchNormMixin:
 
     bn_momentum = 0.9  # PyTorch-style; 0.99 leaves moving statistics unconverged after short runs
     bn_epsilon = 1e-3
+    # True: normalize with the moving statistics in training too and never update them (set by
+    # ``glrzoo train --freeze-bn-stats``; a training-time switch, not saved). Noise-injection
+    # fine-tuning of a cleanly trained net keeps its clean statistics this way, as Qin and Vucinic
+    # (2018, section 3) froze them for additive noise: noisy activations never enter the statistics,
+    # so the net normalizes identically at inference stddev 0 and at the training stddev.
+    bn_frozen = False
 
     def build_batchnorm(self, channels: int) -> None:
         self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
@@ -211,7 +243,7 @@ class BatchNormMixin:
 
     def batchnorm(self, z: tf.Tensor, training) -> tuple[tf.Tensor, dict]:
         axes = list(range(len(z.shape) - 1))
-        if training:
+        if training and not self.bn_frozen:
             mean, var = tf.nn.moments(z, axes)
             if current_recorder() is not None or current_local_recorder() is not None:
                 # GLR treats batch statistics as constants

@@ -27,6 +27,8 @@ class NoisyLSTM(NoisyLayer):
         **kwargs: noise arguments of :class:`zoo.noisy_base.NoisyLayer` (``activation`` is unused).
     """
 
+    table_noise = False  # draws the noise of all steps at once, not through add_noise
+
     def __init__(self, units: int, **kwargs):
         kwargs.pop("activation", None)
         super().__init__(activation=None, **kwargs)

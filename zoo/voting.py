@@ -8,9 +8,17 @@ and everything after it run once per vote. For a model whose first noisy layer i
 :class:`zoo.noisy_dense.NoisyDense` or :class:`zoo.noisy_conv2d.NoisyConv2D` the split is exact:
 the same rows, the same seeds and so the same noise as ``K`` full passes. Eager calls run one
 compiled graph per model and input shape.
+
+Cheap noise. On a CPU, drawing a fresh Gaussian for every activation of every vote costs more than
+the arithmetic of a pass (``cnn6``: 75,000 activations per example). Called eagerly, voting reads
+the noise from one table drawn per call at random offsets (:mod:`zoo.noise_table`, after Salimans
+et al. 2017) and compiles the per-vote part with XLA, which fuses the table reads, the noise, batch norm and
+the activations into single passes over memory; ``benchmarks/bench_voting.py`` prints the ratio to
+one plain pass.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
 import weakref
@@ -128,17 +136,61 @@ def _split(model) -> _Split | None:
         return _build_split(model)
 
 
-def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool) -> tf.Tensor:
+NOISE_SOURCES = ("table", "exact")
+
+
+def _tabled(model) -> bool:
+    """True when every noisy layer draws through ``add_noise`` (so all its noise can come from a table)."""
+    from zoo.noise import noisy_layers
+
+    layers = noisy_layers(model)
+    return bool(layers) and all(layer.table_noise for layer in layers)
+
+
+def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool, source: str = "exact",
+                jit: bool = False) -> tf.Tensor:
     """Counts ``[N, classes]``: examples in blocks of ``max(1, chunk // votes)``; per block the base
     (the part before the first noise) once, then its ``votes * block`` rows, at most ``chunk`` per
-    pass; row ``r`` of a block is vote ``r // block`` of its example ``r % block``."""
+    pass; row ``r`` of a block is vote ``r // block`` of its example ``r % block``.
+
+    ``source="table"``: one noise table (:mod:`zoo.noise_table`) is drawn per call from the first
+    noisy layer's seed and scaled once per layer (``1 + s T`` or ``s T``; one per noise kind under an
+    override), and the layers read their noise from it. ``jit``: the per-vote part is
+    compiled with XLA (one program per chunk shape), which fuses the table reads, the noise, batch
+    norm and the activations into single passes over memory.
+    """
+    from zoo.noise import noisy_layers
+    from zoo.noise_context import noise_table
+    from zoo.noise_table import draw_table
+
     split = _split(model) if reuse_prefix else None
     base = split.base if split is not None else (lambda x: x)
+    owners, tables = [], []  # layer ids, and the scaled table each reads (one per kind under an override)
+    if source == "table":
+        raw = draw_table(noisy_layers(model)[0].next_seed())
+        shared_by_kind = {}
+        with noise_override(stddev) if stddev is not None else contextlib.nullcontext():
+            for layer in noisy_layers(model):
+                if not layer.table_noise:
+                    continue
+                key = layer.noise if stddev is not None else id(layer)
+                if key not in shared_by_kind:
+                    shared_by_kind[key] = len(tables)
+                    tables.append(layer.scaled_table(raw))
+                owners.append((id(layer), shared_by_kind[key]))
 
-    def head(rows):
-        if split is not None:
-            return split.head(rows)
-        return model(rows, training=False)
+    def head(shared, local, tables, stddev):
+        rows = tf.gather(shared, local)  # inside the compiled part: XLA fuses the copy with the noise
+        with contextlib.ExitStack() as stack:
+            if tables:
+                stack.enter_context(noise_table({owner: tables[i] for owner, i in owners}))
+            if stddev is not None:
+                stack.enter_context(noise_override(stddev))
+            logits = split.head(rows) if split is not None else model(rows, training=False)
+        return tf.argmax(logits, -1, output_type=tf.int32)
+
+    if jit:
+        head = tf.function(head, jit_compile=True, reduce_retracing=True)
 
     n = tf.shape(images)[0]
     classes = model.output_shape[-1]
@@ -153,12 +205,7 @@ def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool) ->
 
         def inner(start, counts):
             local = tf.range(start, tf.minimum(start + chunk_t, total)) % size
-            if stddev is None:
-                logits = head(tf.gather(shared, local))
-            else:
-                with noise_override(stddev):
-                    logits = head(tf.gather(shared, local))
-            pred = tf.argmax(logits, -1, output_type=tf.int32)
+            pred = head(shared, local, tables, stddev)
             return start + chunk_t, tf.tensor_scatter_nd_add(counts, tf.stack([e0 + local, pred], 1),
                                                              tf.ones_like(pred))
 
@@ -169,9 +216,10 @@ def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool) ->
     return counts
 
 
-def _compiled(model, shape: tuple, chunk: int, with_stddev: bool, reuse_prefix: bool):
-    """One traced graph per (model, input shape, chunk, stddev given or not, split)."""
-    key = (shape, chunk, with_stddev, reuse_prefix)
+def _compiled(model, shape: tuple, chunk: int, with_stddev: bool, reuse_prefix: bool, source: str = "exact",
+              jit: bool = False):
+    """One traced graph per (model, input shape, chunk, stddev given or not, split, noise source, XLA)."""
+    key = (shape, chunk, with_stddev, reuse_prefix, source, jit)
     try:
         cache = _COMPILED.setdefault(model, {})
     except TypeError:
@@ -180,10 +228,13 @@ def _compiled(model, shape: tuple, chunk: int, with_stddev: bool, reuse_prefix: 
         spec = [tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
 
         def run(images, votes, stddev):
-            return _count_loop(model, images, votes, stddev if with_stddev else None, chunk, reuse_prefix)
+            return _count_loop(model, images, votes, stddev if with_stddev else None, chunk, reuse_prefix, source, jit)
 
         cache[key] = tf.function(run, input_signature=spec)
     return cache[key]
+
+
+_NO_XLA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # models whose per-vote part XLA refused
 
 
 def _noise_free(model, stddev) -> bool:
@@ -198,7 +249,7 @@ def _noise_free(model, stddev) -> bool:
 
 
 def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_rows: int | None = None,
-                reuse_prefix: bool = True) -> tf.Tensor:
+                reuse_prefix: bool = True, noise_source: str | None = None, jit: bool | None = None) -> tf.Tensor:
     """Class vote counts ``[N, classes]`` (int32) from ``votes`` noisy passes over ``images`` ``[N, ...]``.
 
     Each pass runs the model in inference mode (batch-norm moving statistics, no dropout) with
@@ -214,21 +265,51 @@ def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_r
             raises :class:`zoo.errors.UserInputError`.
         stddev: inference noise override (finite, >= 0) or ``None``.
         max_rows: rows per forward pass (default :func:`zoo.memory.rows_per_chunk`).
+        noise_source: ``"table"``: each vote reads its Gaussian noise from one table drawn per call,
+            at random offsets (Salimans et al. 2017; :mod:`zoo.noise_table` says what stays exact:
+            every row's noise is exactly i.i.d. N(0, 1), rows overlap with small probability);
+            ``"exact"``: independent draws for every activation of every vote. Default: ``"table"``
+            when called eagerly on a model whose noisy layers all draw through ``add_noise`` (not
+            the LSTM), else ``"exact"`` (inside a ``tf.function``, e.g. the exported signature).
+        jit: compile the per-vote part with XLA. Default: with the table, when called eagerly; if
+            XLA refuses the model, the call falls back to the plain graph (and remembers). The counts
+            are the same either way.
     """
     votes = check_votes(votes)
     stddev = _check_stddev(stddev)
+    if noise_source is not None and noise_source not in NOISE_SOURCES:
+        raise UserInputError(f"noise_source must be one of {', '.join(NOISE_SOURCES)}, got {noise_source!r}")
     images = tf.convert_to_tensor(images, tf.float32)
     chunk = int(max_rows or rows_per_chunk(model))
     if chunk < 1:
         raise UserInputError(f"max_rows must be >= 1, got {max_rows}")
-    if not tf.executing_eagerly():
-        return _count_loop(model, images, votes, stddev, chunk, reuse_prefix)
+    eager = tf.executing_eagerly()
+    source = noise_source or ("table" if eager and _tabled(model) else "exact")
+    if not eager:
+        return _count_loop(model, images, votes, stddev, chunk, reuse_prefix, source, bool(jit))
     if _noise_free(model, stddev):  # deterministic: every vote is the same pass
         one = _compiled(model, tuple(images.shape[1:]), chunk, stddev is not None, reuse_prefix)(
             images, tf.constant(1, tf.int32), tf.constant(0.0 if stddev is None else stddev, tf.float32))
         return one * votes
-    fn = _compiled(model, tuple(images.shape[1:]), chunk, stddev is not None, reuse_prefix)
-    return fn(images, tf.constant(votes, tf.int32), tf.constant(0.0 if stddev is None else stddev, tf.float32))
+    if stddev is None and source == "table":  # one scaled table for all layers when they agree
+        from zoo.noise import noisy_layers
+        own = {float(layer.infer_stddev.numpy()) for layer in noisy_layers(model)}
+        if len(own) == 1:
+            stddev = own.pop()
+    if jit is None:
+        try:
+            jit = source == "table" and model not in _NO_XLA
+        except TypeError:
+            jit = False
+    args = (images, tf.constant(votes, tf.int32), tf.constant(0.0 if stddev is None else stddev, tf.float32))
+    shape = tuple(images.shape[1:])
+    if jit:
+        try:
+            return _compiled(model, shape, chunk, stddev is not None, reuse_prefix, source, True)(*args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError):
+            with contextlib.suppress(TypeError):  # XLA could not compile this model: the plain graph
+                _NO_XLA[model] = True             # does the same work
+    return _compiled(model, shape, chunk, stddev is not None, reuse_prefix, source, False)(*args)
 
 
 def vote_predict(model: keras.Model, images, votes, stddev=None, max_rows: int | None = None) -> tf.Tensor:
