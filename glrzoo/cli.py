@@ -128,7 +128,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help=_recipe_help("examples per optimizer step", g["batch_size"]))
     p.add_argument("--lr", type=_positive, default=None, help=_recipe_help("learning rate", g["lr"]))
     p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default=None,
-                   help=_recipe_help("learning-rate schedule: constant, or cosine decay to 0 over the run",
+                   help=_recipe_help("learning-rate schedule: constant, cosine decay to 0 over the run, or Caffe's inverse decay "
+                                     "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps)",
                                      g["lr_schedule"]))
     p.add_argument("--optimizer", default=None, choices=["adam", "sgd", "momentum", "adagrad"],
                    help=_recipe_help("optimizer", g["optimizer"]))
@@ -152,6 +153,12 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=_positive_int, default=None,
                    help="use only the first N training examples (default: all)")
     p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples (default: all)")
+    p.add_argument("--init-from", default=None, metavar="EXPORT",
+                   help="start from the weights of this export folder or pretrained name (same --model and "
+                        "--model-args; noise settings stay this run's) (default: the recipe's, else random init)")
+    p.add_argument("--freeze-bn-stats", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm normalizes with its moving statistics while training and never updates them "
+                        "(noise fine-tuning of a clean net: use with --init-from) (default: the recipe's, else off)")
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
     g = p.add_argument_group("adversarial training (--adversarial pgd)")

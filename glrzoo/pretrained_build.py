@@ -129,6 +129,8 @@ def train_flags(recipe: Recipe) -> list[str]:
                     flags += [] if v else ["--adv-no-random-start"]
                 else:
                     flags += [ADVERSARIAL_FLAGS[key], _text(v)]
+        elif isinstance(value, bool):
+            flags += ["--" + field.replace("_", "-") if value else "--no-" + field.replace("_", "-")]
         else:
             flags += ["--" + field.replace("_", "-"), _text(value)]
     return flags + ["--seed", str(recipe.seed)]

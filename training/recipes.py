@@ -59,7 +59,8 @@ RECIPES: dict[tuple[str, str, str], dict] = {
 }
 
 RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weight_decay", "noise", "train_stddev",
-                 "infer_stddev", "activation", "loss", "model_args", "method_args", "adversarial")
+                 "infer_stddev", "activation", "loss", "model_args", "method_args", "adversarial", "init_from",
+                 "freeze_bn_stats")
 MERGED_FIELDS = ("model_args", "method_args", "adversarial")
 ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True}
 

@@ -68,6 +68,8 @@ class TrainConfig:
     model_args: dict = dataclasses.field(default_factory=dict)
     method_args: dict = dataclasses.field(default_factory=dict)
     adversarial: dict | None = None  # e.g. {"eps": 0.3, "step": 0.01, "iterations": 40}: PGD training
+    init_from: str | None = None  # export folder or pretrained name whose weights start the run (fine-tuning)
+    freeze_bn_stats: bool = False  # batch norm uses (and keeps) its moving statistics while training
     allow_recipe_change: bool = False  # --resume with a changed lr, epochs or estimator option
     recipe_defaults: dict | None = None  # which row of training.recipes filled unset flags, and with what (recorded)
 
@@ -119,14 +121,34 @@ def _finite(value) -> bool:
         return False
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "inverse")
+INVERSE_GAMMA, INVERSE_POWER = 1e-4, 0.75  # Caffe's "inv" policy as in its LeNet solver (BANG's schedule)
+
+
+@keras.saving.register_keras_serializable(package="glrzoo")
+class InverseDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Caffe's ``inv`` learning-rate policy: ``lr * (1 + gamma * step) ** -power``, ``step`` counted in
+    optimizer steps (gamma 1e-4, power 0.75 in Caffe's MNIST LeNet solver, which BANG trains with:
+    Rozsa, Günther and Boult 2016, section 4)."""
+
+    def __init__(self, lr: float, gamma: float = INVERSE_GAMMA, power: float = INVERSE_POWER):
+        self.lr, self.gamma, self.power = float(lr), float(gamma), float(power)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        return self.lr * keras.ops.power(1.0 + self.gamma * step, -self.power)
+
+    def get_config(self):
+        return {"lr": self.lr, "gamma": self.gamma, "power": self.power}
 
 
 def make_learning_rate(lr: float, schedule: str = "constant", total_steps: int = 1):
-    """``lr`` itself, or Keras' cosine decay from ``lr`` to 0 over ``total_steps`` optimizer steps
-    (Loshchilov and Hutter, ICLR 2017, SGDR, eq. 5 without restarts)."""
+    """``lr`` itself; Keras' cosine decay from ``lr`` to 0 over ``total_steps`` optimizer steps
+    (Loshchilov and Hutter, ICLR 2017, SGDR, eq. 5 without restarts); or :class:`InverseDecay`."""
     if schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
+    if schedule == "inverse":
+        return InverseDecay(lr)
     return lr
 
 
@@ -141,7 +163,57 @@ def make_optimizer(name: str, lr, weight_decay: float | None = None) -> keras.op
 
 
 def build_model(config: TrainConfig, data: Dataset) -> keras.Model:
-    return zoo.create_model(config.model, data.input_shape, data.num_classes, **_model_overrides(config))
+    model = zoo.create_model(config.model, data.input_shape, data.num_classes, **_model_overrides(config))
+    if config.freeze_bn_stats:
+        frozen = [layer for layer in model._flatten_layers() if getattr(layer, "batchnorm_enabled", False)]
+        if not frozen:
+            raise UserInputError(f"--freeze-bn-stats: model {config.model!r} has no batch-normalized layer")
+        for layer in frozen:
+            layer.bn_frozen = True
+    return model
+
+
+NOT_COPIED = ("train_stddev", "infer_stddev", "rng_state")  # the run's own noise settings and noise stream
+
+
+def init_source(spec: str) -> Path:
+    """The export folder ``--init-from`` names: a folder holding an export, else a pretrained name."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    from zoo.pretrained import resolve
+    return resolve(spec)
+
+
+def initialize_from(model: keras.Model, spec: str) -> dict:
+    """Copy the weights of the export ``spec`` (folder or pretrained name) into ``model``, layer by
+    layer and variable by variable (matched by name and shape), except the noise settings and noise
+    streams (:data:`NOT_COPIED`), which stay the run's own. Returns what to record: the source's
+    data set, architecture and ``model.keras`` sha256. Refuses a source of another architecture."""
+    from zoo.export import KERAS_FILE, load_model
+    path = init_source(spec)
+    meta = read_metadata(path)
+    source = load_model(path)
+    theirs = {layer.name: layer for layer in source._flatten_layers(include_self=False)}
+    copied = 0
+    for layer in model._flatten_layers(include_self=False):
+        mine = [v for v in layer.weights if v.name not in NOT_COPIED]
+        if not mine:
+            continue
+        other = theirs.get(layer.name)
+        other_vars = {v.name: v for v in (other.weights if other is not None else [])}
+        for v in mine:
+            src = other_vars.get(v.name)
+            if src is None or tuple(src.shape) != tuple(v.shape):
+                raise UserInputError(f"--init-from {spec}: its architecture differs from this run's ({layer.name}/"
+                                     f"{v.name} {'missing' if src is None else tuple(src.shape)} vs {tuple(v.shape)}); "
+                                     "pass the same --model and --model-args as the source")
+            v.assign(src.value)
+            copied += 1
+    from zoo.data import file_sha256
+    return {"source": str(spec), "dataset": meta.get("dataset", {}).get("name"),
+            "model_keras_sha256": file_sha256(path / KERAS_FILE), "variables_copied": copied,
+            "source_test_accuracy": meta.get("metrics", {}).get("test_accuracy")}
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -320,6 +392,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     keras.utils.set_random_seed(config.seed)
     with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
         model = build_model(config, data)
+        init = initialize_from(model, config.init_from) if config.init_from else None
         transforms = []
         if config.adversarial is not None:
             from training.adversarial import pgd_training
@@ -392,6 +465,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                      "weight_decay": config.weight_decay,
                      "seed": config.seed, "noise": config.noise, "train_stddev": config.train_stddev,
                      "infer_stddev": config.infer_stddev, "resumed": len(parts) > 1, "parts": parts,
+                     "init_from": init, "freeze_bn_stats": config.freeze_bn_stats,
                      "recipe": config.recipe(), "recipe_defaults": config.recipe_defaults},
         "metrics": metrics,
         "versions": versions(),
