@@ -1,7 +1,7 @@
 """Cross-check the harness's reference number against an independent attack library.
 
     pip install -e '.[crosscheck]'          # foolbox 3.3.4 (TensorFlow backend through eagerpy)
-    python benchmarks/bench_crosscheck.py [--models mnist/madry_cnn_pgd ...] [--n 500] [--eps 0.1,0.3]
+    python benchmarks/bench_crosscheck.py [--models mnist/madry_cnn_pgd ...] [--n 500] [--eps 0.1,0.3] [--record]
 
 For each shipped model (``saved_models/``, loaded with ``zoo.load_pretrained``; default: every
 image model) and the first ``n`` test points of the data set it was trained on:
@@ -34,7 +34,10 @@ def foolbox_numbers(model, x, y, eps_list, steps: int, batch: int) -> dict:
     """Clean and LinfPGD accuracy (fractions) of ``model`` from foolbox, in batches of ``batch``."""
     import foolbox as fb
 
-    fmodel = fb.TensorFlowModel(lambda images: model(images, training=False), bounds=(0.0, 1.0))
+    def logits(images):  # + 0 * sum(images): a step net's gradient is 0 (foolbox fails on TensorFlow's None)
+        return model(images, training=False) + 0.0 * tf.reduce_sum(images, axis=[1, 2, 3])[:, None]
+
+    fmodel = fb.TensorFlowModel(logits, bounds=(0.0, 1.0))
     attack = fb.attacks.LinfPGD(steps=steps)  # rel_stepsize 0.01 / 0.3, random start: foolbox's defaults
     clean, robust = 0, np.zeros(len(eps_list))
     for i in range(0, len(x), batch):
@@ -66,6 +69,25 @@ def harness_numbers(model_dir, x, y, eps_list, apgd_steps: int) -> dict:
             "flags": next(iter(result["flags"].values()), [])}
 
 
+def record(name: str, h: dict, fb: dict, n: int, eps_list) -> None:
+    """Write the harness's white-box numbers at the largest eps into the model's metadata
+    (``evaluation.whitebox``, read by the leaderboard), add ``whitebox`` to its suites and merge this
+    run's masking flags into ``evaluation.masking_flags``."""
+    from zoo.export import read_metadata, update_metadata
+    from zoo.pretrained import resolve
+
+    path = resolve(name)
+    ev = dict(read_metadata(path).get("evaluation") or {})
+    eps = max(eps_list)
+    ev["whitebox"] = {"norm": "Linf", "eps": eps, "n": n,
+                      "accuracy": {"fgsm": h["fgsm"][eps], "pgd": h["pgd20"][eps], "autoattack": h["autoattack"][eps]},
+                      "independent": {"foolbox_pgd40": fb["pgd"][eps]},
+                      "command": f"python benchmarks/bench_crosscheck.py --models {name} --n {n} --record"}
+    ev["suites"] = sorted(set(ev.get("suites") or []) | {"whitebox"})
+    ev["masking_flags"] = sorted(set(ev.get("masking_flags") or []) | set(h["flags"]))
+    update_metadata(path, evaluation=ev)
+
+
 def image_models() -> list[str]:
     from zoo.pretrained import describe, list_pretrained
 
@@ -80,6 +102,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40, help="foolbox LinfPGD steps")
     p.add_argument("--apgd-steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=250)
+    p.add_argument("--record", action="store_true",
+                   help="write the harness's white-box numbers at the largest eps into each model's metadata "
+                        "(then run 'glrzoo pretrained readme')")
+    p.add_argument("--record-from", default=None, metavar="LOG",
+                   help="record from the JSON lines of an earlier run's output instead of attacking")
     args = p.parse_args()
     import foolbox
 
@@ -87,6 +114,18 @@ def main() -> None:
     from zoo.pretrained import describe, load_pretrained, resolve
 
     eps_list = [float(e) for e in args.eps.split(",")]
+    if args.record_from:
+        with open(args.record_from) as f:
+            for line in f:
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    h, fb = r["harness"], r["foolbox"]
+                    for key in ("fgsm", "pgd20", "autoattack"):
+                        h[key] = {float(k): v for k, v in h[key].items()}
+                    fb["pgd"] = {float(k): v for k, v in fb["pgd"].items()}
+                    record(r["model"], h, fb, r["n"], [float(e) for e in h["autoattack"]])
+                    print(f"recorded {r['model']}")
+        return
     print(f"foolbox {foolbox.__version__}, tensorflow {tf.__version__}; first {args.n} test points; accuracy in %")
     print(f"{'model':<26} {'eps':>4} {'clean h/fb':>13} {'FGSM':>6} {'PGD-20':>7} {'autoattack':>10} "
           f"{'fb PGD-' + str(args.steps):>9} {'aa - fb':>8}  verdict")
@@ -108,6 +147,8 @@ def main() -> None:
             print(f"{name:<26} {eps:>4} {100 * h['clean']:>6.1f}/{100 * fb['clean']:<6.1f} {100 * h['fgsm'][eps]:>6.1f} "
                   f"{100 * h['pgd20'][eps]:>7.1f} {100 * h['autoattack'][eps]:>10.1f} {100 * fb['pgd'][eps]:>9.1f} "
                   f"{100 * gap:>+8.1f}  {'ok' if ok else 'FAIL'}", flush=True)
+        if args.record:
+            record(name, h, fb, args.n, eps_list)
         print(json.dumps({"model": name, "n": args.n, "harness": h, "foolbox": fb, "seconds": {
             "foolbox": round(t_fb), "harness": round(t_h)}}, default=str), flush=True)
     print("all within tolerance" if not failures else f"{failures} comparison(s) outside tolerance")

@@ -6,8 +6,9 @@ the network's arithmetic. Salimans, Ho, Chen, Sidor and Sutskever (2017, "Evolut
 Scalable Alternative to Reinforcement Learning", section 2.1) draw one large block of Gaussian noise
 once and give each perturbation a random offset into it. :func:`table_normal` does the same per row:
 
-* ``table`` is ``T ~ N(0, 1)^M`` (:func:`draw_table`, ``M`` = :data:`TABLE_SIZE`, 16 MiB), drawn
-  once per voting call from the first noisy layer's seed;
+* ``table`` is ``T ~ N(0, 1)^M`` (:func:`draw_table`; ``M`` from :func:`table_size`: room for 1,024
+  rows of the widest layer, at most :data:`TABLE_SIZE`, 16 MiB), drawn once per voting call from
+  the first noisy layer's seed;
 * a layer's noise ``[rows, *feature_shape]`` gives each row one contiguous run of the table,
   ``F = prod(feature_shape)`` values starting at a random offset (a multiple of the block ``B``,
   the trailing feature dimensions after the first: one image row of a conv map, or a whole dense
@@ -35,6 +36,20 @@ import tensorflow as tf
 
 TABLE_SIZE = 1 << 22  # 4 Mi floats, 16 MiB: drawn in about 50 ms on one CPU core
 MIN_BLOCKS_PER_ROW = 8  # the table must hold at least this many rows' worth of noise, else exact draws
+
+
+MIN_TABLE_SIZE = 1 << 16  # 256 KiB
+ROWS_PER_TABLE = 1024  # a table holds this many rows of the widest layer's noise, up to TABLE_SIZE
+
+
+def table_size(widest: int | None) -> int:
+    """Table length for a model whose widest noisy layer has ``widest`` values per example: room for
+    :data:`ROWS_PER_TABLE` such rows (overlap probability of two rows about ``2 / 1024``), a power of
+    two between :data:`MIN_TABLE_SIZE` and :data:`TABLE_SIZE` (``None``: the largest). A small
+    model gets a small table, so drawing it does not cost more than the noise it replaces."""
+    if not widest:
+        return TABLE_SIZE
+    return int(min(TABLE_SIZE, max(MIN_TABLE_SIZE, 1 << math.ceil(math.log2(ROWS_PER_TABLE * widest)))))
 
 
 def draw_table(seed: tf.Tensor, size: int = TABLE_SIZE, dtype=tf.float32) -> tf.Tensor:
@@ -77,4 +92,4 @@ def table_normal(table: tf.Tensor, rows: tf.Tensor, feature_shape: tuple, seed: 
     return tf.reshape(tf.gather(grid, index), tf.concat([tf.reshape(rows, [1]), list(feature_shape)], 0))
 
 
-__all__ = ["TABLE_SIZE", "block_size", "draw_table", "fits", "table_normal"]
+__all__ = ["TABLE_SIZE", "block_size", "draw_table", "fits", "table_normal", "table_size"]

@@ -147,6 +147,17 @@ def _tabled(model) -> bool:
     return bool(layers) and all(layer.table_noise for layer in layers)
 
 
+def _widest(model) -> int | None:
+    """Values per example of the widest noisy layer that reads the table (``None`` if unknown)."""
+    from zoo.noise import noisy_layers
+
+    try:
+        sizes = [int(np.prod(layer.output.shape[1:])) for layer in noisy_layers(model) if layer.table_noise]
+    except (AttributeError, TypeError, ValueError):  # a layer never called symbolically, or unknown dims
+        return None
+    return max(sizes) if sizes else None
+
+
 def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool, source: str = "exact",
                 jit: bool = False) -> tf.Tensor:
     """Counts ``[N, classes]``: examples in blocks of ``max(1, chunk // votes)``; per block the base
@@ -161,13 +172,13 @@ def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool, so
     """
     from zoo.noise import noisy_layers
     from zoo.noise_context import noise_table
-    from zoo.noise_table import draw_table
+    from zoo.noise_table import draw_table, table_size
 
     split = _split(model) if reuse_prefix else None
     base = split.base if split is not None else (lambda x: x)
     owners, tables = [], []  # layer ids, and the scaled table each reads (one per kind under an override)
     if source == "table":
-        raw = draw_table(noisy_layers(model)[0].next_seed())
+        raw = draw_table(noisy_layers(model)[0].next_seed(), table_size(_widest(model)))
         shared_by_kind = {}
         with noise_override(stddev) if stddev is not None else contextlib.nullcontext():
             for layer in noisy_layers(model):
