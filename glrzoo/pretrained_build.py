@@ -72,8 +72,8 @@ RECIPES: dict[str, Recipe] = {
     "mnist/cnn6_noise1.0": Recipe("cnn6", "mnist", "bp", dict(
         noise="multiplicative", train_stddev=1.0, epochs=2, lr=0.002, model_args=SMALL_CNN)),
     "mnist/lenet_bang": Recipe("lenet", "mnist", "bang", dict(
-        method_args={"epsilon": 0.815, "beta": 1.0}, epochs=2, batch_size=64, lr=0.001,
-        model_args={"filters": [10, 20], "dense": 100})),
+        method_args={"epsilon": 0.815, "beta": 1.0}, epochs=11, batch_size=64, optimizer="momentum", lr=0.01,
+        lr_schedule="inverse", weight_decay=0.0005)),
     "mnist/madry_cnn_pgd": Recipe("madry_cnn", "mnist", "bp", dict(
         adversarial={"eps": 0.3, "step": 0.05, "iterations": 7}, epochs=2, lr=0.001,
         model_args={"filters": [16, 32], "dense": 128})),

@@ -9,8 +9,15 @@ import tensorflow as tf
 import zoo
 from zoo.errors import UserInputError
 from zoo.noise import noisy_layers
-from zoo.noise_table import block_size, draw_table, fits, table_normal
+from zoo.noise_table import TABLE_SIZE, block_size, draw_table, fits, table_normal, table_size
 from zoo.voting import vote_counts
+
+
+def test_table_holds_a_thousand_rows_of_the_widest_layer_within_bounds():
+    assert table_size(50) == 1 << 16  # the MLP: 256 KiB, not 16 MiB
+    assert table_size(288) == 1 << 19
+    assert table_size(28 * 28 * 32) == TABLE_SIZE == table_size(None)
+    assert fits(table_size(28 * 28 * 32), (28, 28, 32))
 
 
 def test_block_is_one_map_row_or_the_whole_vector():

@@ -20,7 +20,7 @@ def test_the_promised_set_is_shipped_small_and_evaluated():
     names = list_pretrained()
     assert set(REQUIRED) <= set(names), sorted(set(REQUIRED) - set(names))
     size = sum(p.stat().st_size for p in pretrained_root().rglob("*") if p.is_file())
-    assert size < 32 * 2**20, size / 2**20  # the two full-size cnn6 exports are 8.5 MB each
+    assert size < 40 * 2**20, size / 2**20  # the two full-size cnn6 exports are 8.5 MB each, the full LeNet 5.3 MB
     for name in REQUIRED:
         meta = zoo.describe_pretrained(name)
         assert meta["command"] and meta["training"]["seed"] is not None and meta["versions"]["tensorflow"]
