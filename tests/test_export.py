@@ -118,6 +118,7 @@ def test_signature_validates_inputs(exported, kwargs, msg):
         sig(images=tf.zeros((2, 9, 9, 1)), stddev=tf.constant(0.1), votes=tf.constant(3))
 
 
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_saved_model_cli_runs_signatures(exported, tmp_path):
     """TF Serving loads with the TF1 session loader; saved_model_cli uses the same loader."""
     m, out, x = exported

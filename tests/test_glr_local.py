@@ -189,6 +189,7 @@ def test_error_shrinks_as_samples_grow():
     assert err_large < err_small / 1.5  # 1/sqrt(n): a factor 2 expected
 
 
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 @pytest.mark.parametrize("antithetic,replications", [(True, 8), pytest.param(False, 3, marks=LARGE)])
 def test_replications_and_pairs_keep_the_mean(antithetic, replications):
     g, p = compare("dense", 200, replications=replications, dense_replications=replications, antithetic=antithetic)

@@ -76,6 +76,7 @@ def test_bad_suite_is_refused(exports, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
 
 
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_voting_abstention_and_distortion(exports, tmp_path):
     from evaluation.harness import evaluate
     from zoo.data import load_digits
@@ -115,6 +116,7 @@ def test_report_has_heat_map_for_different_train_stddevs(exports, tmp_path):
     assert "abstain %" in md
 
 
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_targets_with_inference_noise_are_judged_by_their_vote(exports, tmp_path):
     from evaluation.harness import evaluate
     from zoo.data import load_digits

@@ -50,6 +50,7 @@ def test_rows_are_distinct_table_runs_and_standard_normal():
     assert abs(len(starts) - expected) < 4.5 * 4.6
 
 
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_tabled_votes_have_the_vote_distribution_of_independent_noise():
     """Per example, the share of votes for its top class under the table equals the share under
     exact independent draws, within 4.5 standard errors of the difference of two proportions."""
@@ -71,6 +72,7 @@ def test_tabled_votes_have_the_vote_distribution_of_independent_noise():
     ("test_cnn6", (12, 12, 1), {"noise": "multiplicative"}),
     ("test_mlp", (8, 8, 1), {}),
 ])
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_xla_and_plain_graph_count_the_same_tabled_votes(name, shape, kwargs):
     keras.utils.set_random_seed(0)
     model = zoo.create_model(name, shape, 10, infer_stddev=0.7, **kwargs)

@@ -55,6 +55,7 @@ def test_make_pretrained_is_a_thin_script_with_substitute(monkeypatch):
 TINY = Recipe("test_mlp", "digits", "bp", {"epochs": 1, "batch_size": 64, "infer_stddev": 0.3})
 
 
+@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_tiny_recipe_is_trained_with_its_command_recorded_and_not_retrained(tmp_path, monkeypatch):
     name = "digits/tiny_mlp"
     monkeypatch.setitem(RECIPES, name, TINY)
