@@ -68,30 +68,18 @@ def current_override() -> Any | None:
     return _top("override")
 
 
-@dataclasses.dataclass(frozen=True)
-class TableNoise:
-    """Voting noise read from tables (:mod:`zoo.noise_table`), already scaled for each layer.
-
-    Attributes:
-        tables: ``{id(layer): [M]}``: for multiplicative noise ``1 + s * T``, for additive ``s * T``,
-            ``T`` i.i.d. N(0, 1) and ``s`` the layer's stddev in force, so that a layer's noisy
-            pre-activation is one table read and one multiply (or add).
-    """
-
-    tables: Mapping[int, Any]
-
-
 @contextlib.contextmanager
 def noise_table(tables: Mapping[int, Any]) -> Iterator[None]:
     """Inference noise of the noisy layers called inside the block is read from their scaled table
-    in ``tables`` (``{id(layer): [M]}``, see :class:`TableNoise`) at random offsets instead of drawn
+    in ``tables`` (``{id(layer): [M]}``: ``1 + s T`` for multiplicative noise, ``s T`` for additive,
+    ``T`` i.i.d. N(0, 1), ``s`` the layer's stddev in force) at random offsets instead of drawn
     afresh (:mod:`zoo.noise_table`); layers without a table, or whose rows do not fit it, draw as
     usual. Used by noisy voting; training noise is never tabled."""
-    with _pushed("table", TableNoise(tables)):
+    with _pushed("table", tables):
         yield
 
 
-def current_noise_table() -> TableNoise | None:
+def current_noise_table() -> Mapping[int, Any] | None:
     return _top("table")
 
 

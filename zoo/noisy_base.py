@@ -138,8 +138,8 @@ class NoisyLayer(keras.layers.Layer):
         noise_table`), or ``None`` (training, a GLR pass, no table, or rows that do not fit it)."""
         if training or current_recorder() is not None or current_local_recorder() is not None:
             return None
-        tabled = current_noise_table()
-        table = tabled.tables.get(id(self)) if tabled is not None else None
+        tables = current_noise_table()
+        table = tables.get(id(self)) if tables is not None else None
         if table is None or not noise_table.fits(int(table.shape[0]), tuple(z.shape[1:])):
             return None
         return table
