@@ -270,3 +270,32 @@ def test_bad_settings_are_refused():
         est = glr_local(grouping="channels", group_size=3)
         x, y = batch("conv_bn")
         est(model, x, y, 0, aux=est.auxiliary(model))
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("dense", {}),
+    ("conv_bn", {"grouping": "channels", "group_size": 2}),
+    pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
+])
+def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
+    """``local_bp`` (tape) is the exact gradient of the objectives local GLR estimates: the mean of
+    GLR estimates at small noise (sigma 0.02, whose smoothing bias is O(sigma^2)) equals it
+    within 4.5 standard errors plus 2% of its scale, heads included."""
+    from training.local_bp import local_bp
+
+    model = small_model(kind)
+    x, y = batch(kind)
+    lstm_steps = options.pop("lstm_steps", 0)
+    estimator = glr_local(sigma=0.02, head_sigma=0.02, grid=2, replications=2, dense_replications=4,
+                          lstm_steps=lstm_steps, **options)
+    heads = estimator.auxiliary(model)
+    tf.random.set_seed(11)
+    g = glr_estimates(estimator, model, heads, x, y, 150)
+    exact = local_bp(grid=2, lstm_steps=lstm_steps)(model, x, y, 0, aux=heads).grads
+    e = np.concatenate([np.ravel(v) for v in exact])
+    se = g.std(0, ddof=1) / np.sqrt(len(g))
+    assert np.abs(e).max() > 1e-3 and (np.abs(e) > 1e-6).sum() > 10
+    bound = 4.5 * se + 0.02 * np.abs(e).max() + 1e-7
+    worst = np.argmax(np.abs(g.mean(0) - e) - bound)
+    assert np.all(np.abs(g.mean(0) - e) < bound), (
+        f"coordinate {worst}: GLR mean {g.mean(0)[worst]:.5f} vs exact {e[worst]:.5f}, SE {se[worst]:.5f}")

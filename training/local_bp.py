@@ -1,0 +1,133 @@
+"""Exact gradients of local GLR's objectives, by backprop: the ceiling of the local objective.
+
+:mod:`training.glr_local` estimates, from forward passes only, the gradient of a *local*
+objective: every layer ``l`` is trained on ``L_l = loss(H_l(phi(z_l)), y)`` with ``z_l`` computed
+from the clean output of the layer below, by its own linear head ``H_l``; an LSTM on the mean of
+its per-step losses with the previous state held fixed (one-step credit). When such a run falls
+short of backprop, two things can be at fault: the estimator's variance, or the objective
+itself. This estimator removes the first: it follows the *exact* gradient of the same objectives
+(the noise-free limit of the group-wise losses, whose per-group gradients sum to the block
+loss's gradient) with the same heads, so, at the same budget, a ``glr_local`` run that matches it
+is limited by its objective, not by its variance.
+
+It is Decoupled Greedy Learning (Belilovsky, Eickenberg and Oyallon, ICML 2020, "Decoupled
+greedy learning of CNNs", eq. 2-3: each block and its auxiliary head minimise their own loss, no
+gradient crosses blocks), with local GLR's heads (average pooling onto a ``k x k`` grid, then a
+linear map) and, for an LSTM, truncated backprop through one step (Williams and Peng 1990,
+"An efficient gradient-based algorithm for on-line training of recurrent network
+trajectories", with truncation depth 1). It uses automatic differentiation and is a diagnostic
+baseline, not a forward-only method.
+
+Shapes: ``N`` examples, ``K`` classes; conv outputs ``[N, H, W, C]``, dense ``[N, D]``, LSTM gate
+pre-activations ``[N, T, 4u]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from training.estimators import Estimate
+from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
+from training.glr_local import LocalHeads
+from training.losses import DIFFERENTIABLE, get_loss
+from training.registry import register_estimator
+from zoo.errors import UserInputError
+from zoo.noise_context import record_local
+from zoo.noisy_lstm import NoisyLSTM
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalBackprop:
+    """Backprop of local GLR's local objectives (module docstring); build it with :func:`local_bp`.
+
+    Attributes:
+        loss: per-example loss of every head and of the output layer (differentiable).
+        grid: cells per side of a conv layer head's average pooling (as ``glr_local``'s ``grid``).
+        lstm_steps: an LSTM's per-step losses at its last ``lstm_steps`` steps only (0: every step).
+        top_only: train only the output layer (the random-features control).
+    """
+
+    loss: str = "ce"
+    grid: int = 4
+    lstm_steps: int = 0
+    top_only: bool = False
+
+    log_names = ()
+
+    def __post_init__(self):
+        get_loss(self.loss)
+        if self.loss not in DIFFERENTIABLE:
+            raise UserInputError(f"loss {self.loss!r} has zero gradient almost everywhere; use --method glr_local")
+        if self.grid < 1 or self.lstm_steps < 0:
+            raise UserInputError(f"grid must be >= 1 and lstm_steps >= 0, got {self.grid} and {self.lstm_steps}")
+
+    def config(self) -> dict:
+        return {"method": "local_bp", **dataclasses.asdict(self)}
+
+    def auxiliary(self, model: keras.Model) -> LocalHeads:
+        """The heads (the same kind ``glr_local`` trains; owned by the trainer, never exported)."""
+        return LocalHeads(model, model.output_shape[-1], grid=self.grid, name="local_heads")
+
+    def _lstm_features(self, layer: NoisyLSTM, record) -> tf.Tensor:
+        """``h_t`` ``[N, W, u]`` at the window's steps from the recorded previous state, held fixed."""
+        steps = int(record.preactivation.shape[1])
+        first = steps - (min(self.lstm_steps, steps) if self.lstm_steps else steps)
+        x = record.inputs["x"][:, first:]
+        h_prev = tf.stop_gradient(record.inputs["h_prev"][:, first:])
+        c_prev = tf.stop_gradient(record.inputs["c_prev"][:, first:])
+        z = (tf.einsum("ntd,dg->ntg", x, layer.kernel) + layer.bias
+             + tf.einsum("ntu,ug->ntg", h_prev, layer.recurrent_kernel))
+        return layer.cell(z, c_prev)[0]
+
+    def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
+        if aux is None:
+            raise UserInputError("local backprop needs its heads: pass aux=estimator.auxiliary(model) (Trainer does)")
+        fn = get_loss(self.loss)
+        y = tf.cast(y, tf.int32)
+        per_var = {}
+        with tf.GradientTape(persistent=True) as tape:
+            with record_local() as records:
+                logits = model(x, training=True)  # the clean pass; batch statistics from its rows
+            if not records:
+                raise UserInputError(f"model {model.name!r} has no noisy layers to attach local losses to")
+            objectives = []
+            for depth, record in enumerate(records):
+                layer = record.layer
+                if depth == len(records) - 1:  # the output layer: the real loss
+                    objectives.append((layer.trainable_variables,
+                                       tf.reduce_mean(fn(layer.activate(record.preactivation), y))))
+                    continue
+                if self.top_only:
+                    continue
+                if isinstance(layer, NoisyLSTM):
+                    feats = self._lstm_features(layer, record)  # [N, W, u]
+                    head = aux.logits(layer, feats)  # [N, W, K]
+                    labels = tf.broadcast_to(y[:, None], tf.shape(head)[:-1])
+                    local = tf.reduce_mean(fn(tf.reshape(head, [-1, head.shape[-1]]), tf.reshape(labels, [-1])))
+                else:  # a layer's weights reach its output only through its own pre-activation
+                    local = tf.reduce_mean(fn(aux.logits(layer, layer.activate(record.preactivation)), y))
+                variables = layer.trainable_variables + [aux.kernels[layer.name], aux.biases[layer.name]]
+                objectives.append((variables, local))
+            loss = tf.reduce_mean(fn(logits, y))
+        for variables, objective in objectives:
+            for v, g in zip(variables, tape.gradient(objective, variables)):
+                if g is not None:
+                    per_var[id(v)] = g
+        del tape
+        grads = [per_var.get(id(v), tf.zeros_like(v)) for v in model.trainable_variables + aux.trainable_variables]
+        return Estimate(grads, loss, logits, {})
+
+
+@register_estimator("local_bp", options=tuple(o for o in GLR_LOCAL_OPTIONS if o.kwarg in ("grid", "lstm_steps",
+                                                                                          "top_only")),
+                    description="Backprop of local GLR's local objectives (DGL): the ceiling of local training")
+def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: bool = False) -> LocalBackprop:
+    """Exact gradients of the local objectives ``glr_local`` estimates (see :class:`LocalBackprop`).
+
+    Example:
+        >>> model = zoo.create_model("cnn6", (28, 28, 1), 10)
+        >>> trainer = Trainer(model, local_bp(grid=4))
+    """
+    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only)
