@@ -14,7 +14,10 @@ Per family, measured side by side in one process (interleaved, best of ``--repea
 * ``nojit_K``: the table without XLA; ``exact_K``: independent Gaussian draws without XLA (what
   voting did before the table);
 * ``noisy``: one compiled pass with the noise on (the same loop as ``plain``): what a single noisy
-  pass costs before any voting machinery, i.e. the plain pass plus drawing its Gaussian noise.
+  pass costs before any voting machinery, i.e. the plain pass plus drawing its Gaussian noise;
+* ``folded``: the plain pass with batch norm folded into the kernels, as every voting pass runs
+  (``zoo.noise_context.folded_batchnorm``). A plain predict pass does not fold, so ``folded``
+  shows how much of a vote's saving is that rewrite rather than the shared prefix or the table.
 
 ``ratio_K`` = vote_K / plain; the target is ``ratio_K <= K``. With independent draws the floor is
 about ``K * noisy`` (on CPU, TensorFlow's Philox Gaussian for ``cnn6``'s 75,000 activations per
@@ -47,14 +50,21 @@ sys.path.insert(0, {repo!r})
 import numpy as np, tensorflow as tf, zoo
 from zoo.memory import rows_per_chunk
 from zoo.noise import set_noise
+from zoo.noise_context import folded_batchnorm
 from zoo.voting import vote_counts
 family, name, shape, overrides, n, K, repeats = {family!r}, {name!r}, {shape!r}, {overrides!r}, {n}, {K}, {repeats}
 model = zoo.create_model(name, shape, 10, noise="multiplicative", **overrides)
 x = tf.random.uniform((n, *shape), seed=0)
 chunk = rows_per_chunk(model)
 forward = tf.function(lambda b: tf.argmax(model(b, training=False), -1), input_signature=[tf.TensorSpec([None, *shape])])
+def folded_forward(b):
+    with folded_batchnorm():
+        return tf.argmax(model(b, training=False), -1)
+folded_fn = tf.function(folded_forward, input_signature=[tf.TensorSpec([None, *shape])])
 def plain():
     return [forward(x[i:i + chunk]).numpy() for i in range(0, n, chunk)]
+def folded():
+    return [folded_fn(x[i:i + chunk]).numpy() for i in range(0, n, chunk)]
 def votes(k, reuse=True, **kw):
     return lambda: vote_counts(model, x, k, reuse_prefix=reuse, **kw).numpy()
 def best(fn, times):
@@ -63,18 +73,19 @@ def best(fn, times):
         t = time.perf_counter(); fn(); out.append(time.perf_counter() - t)
     return out
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-set_noise(model, infer_stddev=0.0); plain()  # trace
+set_noise(model, infer_stddev=0.0); plain(); folded()  # trace
 set_noise(model, infer_stddev=1.0); plain(); votes(1)(); votes(K)(); votes(K, False)()  # trace
 votes(K, jit=False)(); votes(K, noise_source="exact", jit=False)()
-t = dict(plain=[], noisy=[], vote_1=[], vote_K=[], full_K=[], nojit_K=[], exact_K=[])
+t = dict(plain=[], folded=[], noisy=[], vote_1=[], vote_K=[], full_K=[], nojit_K=[], exact_K=[])
 for _ in range(repeats):  # interleaved, so a busy machine slows all of them alike
-    set_noise(model, infer_stddev=0.0); t["plain"] += best(plain, 1)
+    set_noise(model, infer_stddev=0.0); t["plain"] += best(plain, 1); t["folded"] += best(folded, 1)
     set_noise(model, infer_stddev=1.0); t["noisy"] += best(plain, 1)
     t["vote_1"] += best(votes(1), 1); t["vote_K"] += best(votes(K), 1); t["full_K"] += best(votes(K, False), 1)
     t["nojit_K"] += best(votes(K, jit=False), 1); t["exact_K"] += best(votes(K, noise_source="exact", jit=False), 1)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 b = {{k: min(v) for k, v in t.items()}}
 print(json.dumps(dict(family=family, model=name, n=n, votes=K, rows_per_chunk=chunk, plain_s=round(b["plain"], 3),
+                      folded_ratio=round(b["folded"] / b["plain"], 2),
                       noisy_ratio=round(b["noisy"] / b["plain"], 2), ratio_1=round(b["vote_1"] / b["plain"], 2),
                       ratio_K=round(b["vote_K"] / b["plain"], 2),
                       full_K_ratio=round(b["full_K"] / b["plain"], 2),
@@ -91,7 +102,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--models", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     args = p.parse_args()
-    print(f"{'family':<15} {'n':>5} {'plain s':>8} {'noisy':>6} {'1 vote':>7} {f'{args.votes} votes':>9} "
+    print(f"{'family':<15} {'n':>5} {'plain s':>8} {'folded':>6} {'noisy':>6} {'1 vote':>7} {f'{args.votes} votes':>9} "
           f"{'full passes':>11} {'no XLA':>7} {'exact':>7} {'peak MiB':>9} {'growth':>7}")
     for family in args.models:
         name, shape, overrides, n = FAMILIES[family]
@@ -104,7 +115,8 @@ def main() -> None:
             continue
         r = json.loads(line)
         floor = "" if r["ratio_K"] <= args.votes else f"  ABOVE {args.votes}x"
-        print(f"{family:<15} {r['n']:>5} {r['plain_s']:>8.3f} {r['noisy_ratio']:>5.2f}x {r['ratio_1']:>6.2f}x "
+        print(f"{family:<15} {r['n']:>5} {r['plain_s']:>8.3f} {r['folded_ratio']:>5.2f}x {r['noisy_ratio']:>5.2f}x "
+              f"{r['ratio_1']:>6.2f}x "
               f"{r['ratio_K']:>8.2f}x "
               f"{r['full_K_ratio']:>10.2f}x {r['nojit_K_ratio']:>6.2f}x {r['exact_K_ratio']:>6.2f}x "
               f"{r['peak_mib']:>9} {r['peak_growth_mib']:>7}{floor}", flush=True)

@@ -90,3 +90,29 @@ def test_symbolic_votes_inside_tf_function():
 
     for votes in (1, 6):
         assert signature(x, votes, 0.8).numpy().sum(1).tolist() == [votes] * 4
+
+
+@pytest.mark.parametrize("name, shape", [("test_cnn6", (12, 12, 1)), ("test_densenet", (16, 16, 1))])
+def test_votes_fold_batch_norm_into_the_kernel_with_the_same_outputs(name, shape):
+    """Inside folded_batchnorm a layer's inference output equals batch norm applied after its
+    product (float rounding only), with trained-looking (non-trivial) moving statistics."""
+    from zoo.noise_context import folded_batchnorm
+
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model(name, shape, 10)
+    rng = np.random.default_rng(0)
+    for layer in noisy_layers(model):
+        if layer.batchnorm_enabled:
+            c = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 2.0, c))
+            layer.beta.assign(rng.normal(0, 0.5, c))
+            layer.moving_mean.assign(rng.normal(0, 0.5, c))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, c))
+    x = tf.random.uniform((7, *shape), seed=3)
+    plain = model(x, training=False).numpy()
+    with folded_batchnorm():
+        folded = model(x, training=False).numpy()
+        trained = model(x, training=True).numpy()  # training uses batch statistics: never folded
+    np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+    assert np.abs(trained - plain).max() > 1e-2
+    assert any(layer.batchnorm_enabled for layer in noisy_layers(model))

@@ -83,6 +83,22 @@ def current_noise_table() -> Mapping[int, Any] | None:
     return _top("table")
 
 
+@contextlib.contextmanager
+def folded_batchnorm() -> Iterator[None]:
+    """Inside the block, a noisy layer called in inference mode folds its batch norm (moving
+    statistics) into its kernel and bias: ``BN(x K) = x (K a) + (beta - mean a)`` with
+    ``a = gamma / sqrt(var + eps)``, the usual inference rewrite (e.g. TensorFlow Lite's). One
+    convolution and a bias add replace the convolution and four element-wise passes; the values
+    are the same up to float rounding. Used by noisy voting, whose passes all run inside it (the
+    part before the first noise included), so its counts do not depend on how votes are split."""
+    with _pushed("fold_bn", True):
+        yield
+
+
+def folding_batchnorm() -> bool:
+    return bool(_top("fold_bn"))
+
+
 # --------------------------------------------------------------------------- GLR recording
 @dataclasses.dataclass
 class NoiseRecord:

@@ -34,6 +34,7 @@ from zoo.noise_context import (
     current_output_recorder,
     current_override,
     current_recorder,
+    folding_batchnorm,
     repeat_rows,
     replica_slice,
     sum_replications,
@@ -258,14 +259,33 @@ class BatchNormMixin:
         x_hat = (z - mean) * inv
         return self.gamma * x_hat + self.beta, {"x_hat": x_hat, "bn_scale": self.gamma * inv}
 
-    def finish(self, x: tf.Tensor, z: tf.Tensor, training) -> tf.Tensor:
-        """From the matrix product ``z`` of input ``x``: bias or batch norm, noise, activation."""
+    def product(self, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        """The layer's matrix product of ``x`` with ``kernel`` (a subclass's matmul or convolution)."""
+        raise NotImplementedError
+
+    def preactivation(self, x: tf.Tensor, training) -> tuple[tf.Tensor, dict]:
+        """``(z, record)``: the matrix product of ``x``, then bias or batch norm; ``record`` holds what
+        a likelihood-ratio estimator needs (``x``, and batch norm's ``x_hat`` and scale).
+
+        In inference mode inside :func:`zoo.noise_context.folded_batchnorm`, batch norm is folded
+        into the kernel: ``z = x (K a) + (beta - mean a)``, ``a = gamma / sqrt(var + eps)``.
+        """
+        record = {"x": x}
+        if self.batchnorm_enabled and not training and folding_batchnorm():
+            scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.bn_epsilon)
+            z = self.product(x, self.kernel * scale)  # scale runs along the kernel's output axis
+            return tf.nn.bias_add(z, self.beta - self.moving_mean * scale), record
+        z = self.product(x, self.kernel)
         if self.bias is not None:
             z = z + self.bias
-        record = {"x": x}
         if self.batchnorm_enabled:
             z, bn = self.batchnorm(z, training)
             record.update(bn)
+        return z, record
+
+    def call(self, x: tf.Tensor, training=None) -> tf.Tensor:
+        """``y = phi(noise(bias or BN(product(x))))``."""
+        z, record = self.preactivation(x, training)
         return self.activate(self.add_noise(z, training, record))
 
     def batchnorm_gradients(self, gz: tf.Tensor, inputs: dict) -> tuple[dict, tf.Tensor]:

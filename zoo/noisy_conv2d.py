@@ -46,11 +46,8 @@ class NoisyConv2D(BatchNormMixin, NoisyLayer):
             self.build_batchnorm(self.filters)
         self.build_noise()
 
-    def _conv(self, x):
-        return tf.nn.conv2d(x, self.kernel, strides=(1,) + self.strides + (1,), padding=self.padding.upper())
-
-    def call(self, x, training=None):
-        return self.finish(x, self._conv(x), training)
+    def product(self, x, kernel):
+        return tf.nn.conv2d(x, kernel, strides=(1,) + self.strides + (1,), padding=self.padding.upper())
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]

@@ -38,8 +38,8 @@ class NoisyDense(BatchNormMixin, NoisyLayer):
             self.build_batchnorm(self.units)
         self.build_noise()
 
-    def call(self, x, training=None):
-        return self.finish(x, tf.matmul(x, self.kernel), training)
+    def product(self, x, kernel):
+        return tf.matmul(x, kernel)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

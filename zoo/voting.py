@@ -12,9 +12,10 @@ compiled graph per model and input shape.
 Cheap noise. On a CPU, drawing a fresh Gaussian for every activation of every vote costs more than
 the arithmetic of a pass (``cnn6``: 75,000 activations per example). Called eagerly, voting reads
 the noise from one table drawn per call at random offsets (:mod:`zoo.noise_table`, after Salimans
-et al. 2017) and compiles the per-vote part with XLA, which fuses the table reads, the noise, batch norm and
-the activations into single passes over memory; ``benchmarks/bench_voting.py`` prints the ratio to
-one plain pass.
+et al. 2017) and compiles the per-vote part with XLA, which fuses the table reads, the noise and
+the activations into single passes over memory (not for DenseNet-style concatenations, which run
+faster on TensorFlow's own kernels). Every pass folds batch norm into the kernels (inference
+statistics are constants). ``benchmarks/bench_voting.py`` prints the ratio to one plain pass.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import tensorflow as tf
 
 from zoo.errors import UserInputError
 from zoo.memory import rows_per_chunk
-from zoo.noise_context import noise_override
+from zoo.noise_context import folded_batchnorm, noise_override
 
 VOTES_CAP = 10_000  # the majority of 10,000 votes is already known to about +-1% of the vote share
 
@@ -84,15 +85,8 @@ class _Split:
 
 def _pre_noise(layer, x: tf.Tensor) -> tf.Tensor:
     """The pre-activation ``z`` of a dense or conv noisy layer before its noise (inference mode):
-    matrix product, then bias or batch norm with moving statistics (``BatchNormMixin.finish``)."""
-    from zoo.noisy_conv2d import NoisyConv2D
-
-    z = layer._conv(x) if isinstance(layer, NoisyConv2D) else tf.matmul(x, layer.kernel)
-    if layer.bias is not None:
-        z = z + layer.bias
-    if layer.batchnorm_enabled:
-        z, _ = layer.batchnorm(z, False)
-    return z
+    matrix product, then bias or batch norm with moving statistics."""
+    return layer.preactivation(x, False)[0]
 
 
 def _build_split(model: keras.Model) -> _Split | None:
@@ -223,7 +217,8 @@ def _count_loop(model, images, votes, stddev, chunk: int, reuse_prefix: bool, so
         _, counts = tf.while_loop(lambda start, c: start < total, inner, (tf.constant(0), counts))
         return e1, counts
 
-    _, counts = tf.while_loop(lambda e, c: e < n, outer, (tf.constant(0), tf.zeros([n, classes], tf.int32)))
+    with folded_batchnorm():  # every pass, the shared part included, folds batch norm the same way
+        _, counts = tf.while_loop(lambda e, c: e < n, outer, (tf.constant(0), tf.zeros([n, classes], tf.int32)))
     return counts
 
 
@@ -246,6 +241,14 @@ def _compiled(model, shape: tuple, chunk: int, with_stddev: bool, reuse_prefix: 
 
 
 _NO_XLA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # models whose per-vote part XLA refused
+
+
+def _concatenates(model) -> bool:
+    """True for a model with a ``Concatenate`` layer (DenseNet). Its per-vote part runs faster
+    without XLA: XLA's CPU convolutions over the growing concatenated maps are slower than
+    TensorFlow's oneDNN kernels, and there is little left for XLA's fusion once batch norm is folded
+    (``benchmarks/bench_voting.py``: DenseNet 22.9x one plain pass with XLA, 20.3x without)."""
+    return any(isinstance(layer, keras.layers.Concatenate) for layer in getattr(model, "layers", ()))
 
 
 def _noise_free(model, stddev) -> bool:
@@ -282,9 +285,14 @@ def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_r
             ``"exact"``: independent draws for every activation of every vote. Default: ``"table"``
             when called eagerly on a model whose noisy layers all draw through ``add_noise`` (not
             the LSTM), else ``"exact"`` (inside a ``tf.function``, e.g. the exported signature).
-        jit: compile the per-vote part with XLA. Default: with the table, when called eagerly; if
-            XLA refuses the model, the call falls back to the plain graph (and remembers). The counts
-            are the same either way.
+        jit: compile the per-vote part with XLA. Default: with the table, when called eagerly,
+            except for models with concatenations (DenseNet), which run faster on TensorFlow's own
+            kernels; if XLA refuses the model, the call falls back to the plain graph (and
+            remembers). The counts are the same either way.
+
+    Every pass folds batch norm into its layer's kernel (:func:`zoo.noise_context.folded_batchnorm`),
+    the usual inference rewrite: the same outputs up to float rounding, one convolution and a bias
+    add instead of a convolution and four element-wise passes.
     """
     votes = check_votes(votes)
     stddev = _check_stddev(stddev)
@@ -309,7 +317,7 @@ def vote_counts(model: keras.Model, images: tf.Tensor, votes, stddev=None, max_r
             stddev = own.pop()
     if jit is None:
         try:
-            jit = source == "table" and model not in _NO_XLA
+            jit = source == "table" and model not in _NO_XLA and not _concatenates(model)
         except TypeError:
             jit = False
     args = (images, tf.constant(votes, tf.int32), tf.constant(0.0 if stddev is None else stddev, tf.float32))
