@@ -161,9 +161,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                         "(noise fine-tuning of a clean net: use with --init-from) (default: the recipe's, else off)")
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
-    g = p.add_argument_group("adversarial training (--adversarial pgd)")
-    g.add_argument("--adversarial", choices=["pgd"], default=None,
-                   help="half of each batch becomes PGD examples (default: the recipe's, else off)")
+    g = p.add_argument_group("adversarial training (--adversarial pgd or fgsm_rs)")
+    g.add_argument("--adversarial", choices=["pgd", "fgsm_rs"], default=None,
+                   help="pgd: half of each batch becomes PGD examples (Madry et al. 2018); fgsm_rs: fast "
+                        "adversarial training, every example replaced by one FGSM step of 1.25 eps from a random "
+                        "start (Wong, Rice and Kolter 2020) (default: the recipe's, else off)")
     g.add_argument("--adv-eps", type=_stddev, default=None, help=_recipe_help("L-inf radius in pixel units [0, 1]", a["eps"]))
     g.add_argument("--adv-step", type=_positive, default=None, help=_recipe_help("PGD step", a["step"]))
     g.add_argument("--adv-iters", type=_positive_int, default=None, help=_recipe_help("PGD iterations", a["iterations"]))
@@ -348,11 +350,22 @@ def _method_args(args) -> dict:
 
 
 def _adversarial(args) -> dict | None:
-    """The PGD-training settings the user gave (``None``: --adversarial not given)."""
+    """The adversarial-training settings the user gave (``None``: --adversarial not given).
+
+    ``fgsm_rs`` is PGD training with one step of ``1.25 eps`` (unless --adv-step) from a uniform
+    random start, on every example of the batch (Wong, Rice and Kolter 2020, "Fast is better than
+    free", Algorithm 3)."""
     if args.adversarial is None:
         return None
     given = {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
              "random_start": False if args.adv_no_random_start else None}
+    if args.adversarial == "fgsm_rs":
+        if args.adv_iters not in (None, 1) or args.adv_no_random_start:
+            raise UserInputError("--adversarial fgsm_rs is one step from a random start; drop --adv-iters and "
+                                 "--adv-no-random-start, or use --adversarial pgd")
+        eps = args.adv_eps if args.adv_eps is not None else ADVERSARIAL_DEFAULTS["eps"]
+        given = {"eps": eps, "step": args.adv_step if args.adv_step is not None else round(1.25 * eps, 10),
+                 "iterations": 1, "random_start": True, "fraction": 1.0}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -59,3 +59,26 @@ def test_adversarial_training_from_cli_improves_pgd_accuracy(tmp_path, digits):
         acc[name] = float(np.mean(np.argmax(m(adv), -1) == digits.y_test))
     # 360 test digits: binomial SE <= 2.7 points; demand a 15-point gain
     assert acc["adv"] > acc["plain"] + 0.15, acc
+
+
+def test_fast_adversarial_training_flags_are_one_random_start_step_of_one_and_a_quarter_eps(tmp_path):
+    from glrzoo.cli import _adversarial, build_parser
+    from zoo.errors import UserInputError
+
+    parse = build_parser().parse_args
+    base = ["train", "--model", "mlp", "--out", str(tmp_path / "x")]
+    args = parse(base + ["--adversarial", "fgsm_rs", "--adv-eps", "0.2"])
+    assert _adversarial(args) == {"eps": 0.2, "step": 0.25, "iterations": 1, "random_start": True, "fraction": 1.0}
+    assert _adversarial(parse(base + ["--adversarial", "fgsm_rs"]))["step"] == 0.375  # eps 0.3 by default
+    with pytest.raises(UserInputError, match="one step from a random start"):
+        _adversarial(parse(base + ["--adversarial", "fgsm_rs", "--adv-iters", "5"]))
+
+
+def test_fast_adversarial_transform_replaces_every_example_within_the_ball(digits):
+    model = trained_digits_model(digits)
+    x, y = tf.constant(digits.x_test[:64]), tf.constant(digits.y_test[:64])
+    x2, _ = pgd_training(eps=0.2, step=0.25, iterations=1, fraction=1.0)(model, x, y, tf.constant(3))
+    moved = tf.reduce_max(tf.abs(x2 - x), axis=1).numpy()
+    assert (moved > 0.1).all() and moved.max() <= 0.2 + 1e-6
+    pred = np.argmax(model(x2), -1)
+    assert np.mean(pred == y.numpy()) < np.mean(np.argmax(model(x), -1) == y.numpy()) - 0.2  # a real attack
