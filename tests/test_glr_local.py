@@ -103,12 +103,12 @@ def pathwise(model, heads, estimator, x, y):
                     total += tf.reduce_sum(cross_entropy(heads.logits(layer, h_t), y)) / window(rec, estimator)
                     continue
                 out = clean + mask * (noisy - clean)
-                logits = out if last else heads.logits(layer, out)
+                logits = out if last else heads.logits(layer, out, rec.inputs["x"])
                 total += tf.reduce_sum(cross_entropy(logits, y))
             objectives.append((layer, total / x.shape[0]))
             if not last:
                 feats = clean[:, z.shape[1] - window(rec, estimator):] if isinstance(layer, NoisyLSTM) else clean
-                logits = heads.logits(layer, feats)
+                logits = heads.logits(layer, feats, None if isinstance(layer, NoisyLSTM) else rec.inputs["x"])
                 k = logits.shape[-1]
                 e_h = HEAD_SIGMA * tf.random.normal(tf.shape(logits))
                 ht = 0.0
@@ -125,7 +125,7 @@ def pathwise(model, heads, estimator, x, y):
         for v, g in zip(layer.trainable_variables, tape.gradient(obj, layer.trainable_variables)):
             per_var[id(v)] = g
     for layer, obj in head_objectives:
-        hv = [heads.kernels[layer.name], heads.biases[layer.name]]
+        hv = heads.head_variables(layer)
         for v, g in zip(hv, tape.gradient(obj, hv)):
             per_var[id(v)] = g
     del tape
@@ -170,6 +170,8 @@ LARGE = pytest.mark.large
     ("dense", {}),
     pytest.param("conv_bn", {"grouping": "patch"}, marks=LARGE),
     ("conv_bn", {"grouping": "channels", "group_size": 2}),
+    pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat"}, marks=LARGE),
+    pytest.param("dense", {"head_input": "concat"}, marks=LARGE),
     pytest.param("conv_bn", {"grouping": "unit"}, marks=LARGE),
     pytest.param("lstm", {}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
@@ -275,6 +277,7 @@ def test_bad_settings_are_refused():
 @pytest.mark.parametrize("kind,options", [
     ("dense", {}),
     ("conv_bn", {"grouping": "channels", "group_size": 2}),
+    pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat"}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
 ])
 def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):

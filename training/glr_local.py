@@ -60,6 +60,7 @@ from zoo.noisy_dense import NoisyDense
 from zoo.noisy_lstm import NoisyLSTM
 
 GROUPINGS = ("patch", "channels", "unit")
+HEAD_INPUTS = ("output", "concat")
 
 
 class LocalHeads(keras.layers.Layer):
@@ -69,32 +70,65 @@ class LocalHeads(keras.layers.Layer):
     For a conv layer with output ``[H, W, C]`` the head averages the output over a ``k x k`` grid
     of cells (``k = min(grid, H)``) and maps the ``k * k * C`` averages to the classes; for a
     dense layer ``[D]`` and an LSTM's hidden state ``[u]`` (at every step) it is a plain linear map.
+
+    With ``with_input`` (``head_input="concat"``), a conv or dense layer's head also reads the
+    layer's *input* (pooled the same way, its own kernel in :attr:`input_kernels`): the logits are
+    ``A_x . pool(x) + A_y . pool(y) + b``. The layer is then trained to add what the features it
+    is given lack, as a boosting stage does, instead of relearning them: the natural objective for
+    a DenseNet layer, whose output is concatenated to its input.
     """
 
-    def __init__(self, model: keras.Model, num_classes: int, grid: int = 2, seed: int = 0, **kwargs):
+    def __init__(self, model: keras.Model, num_classes: int, grid: int = 2, seed: int = 0, with_input: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.grid = int(grid)
         self.num_classes = int(num_classes)
         self.kernels: dict[str, tf.Variable] = {}
         self.biases: dict[str, tf.Variable] = {}
+        self.input_kernels: dict[str, tf.Variable] = {}
         self.pool: dict[str, tuple] = {}
+        self.input_pool: dict[str, tuple] = {}
         for i, layer in enumerate(noisy_layers(model)[:-1]):
             shape = tuple(layer.output.shape[1:])
+            in_shape = tuple(layer.input.shape[1:])
+            kin = None
             if isinstance(layer, NoisyConv2D):
                 h, w, c = shape
                 ph, pw = _cell_matrix(h, self.grid), _cell_matrix(w, self.grid)
                 self.pool[layer.name] = (tf.constant(ph), tf.constant(pw))
                 kshape = (ph.shape[1], pw.shape[1], c, self.num_classes)
+                if with_input:
+                    qh, qw = _cell_matrix(in_shape[0], self.grid), _cell_matrix(in_shape[1], self.grid)
+                    self.input_pool[layer.name] = (tf.constant(qh), tf.constant(qw))
+                    kin = (qh.shape[1], qw.shape[1], in_shape[-1], self.num_classes)
             elif isinstance(layer, (NoisyDense, NoisyLSTM)):
                 kshape = (shape[-1], self.num_classes)
+                if with_input and isinstance(layer, NoisyDense):
+                    kin = (in_shape[-1], self.num_classes)
             else:
                 raise TypeError(f"local GLR has no head for {type(layer).__name__} ({layer.name})")
-            fan_in = int(np.prod(kshape[:-1]))
+            fan_in = int(np.prod(kshape[:-1])) + (int(np.prod(kin[:-1])) if kin else 0)
             self.kernels[layer.name] = self.add_weight(
                 name=f"{layer.name}_head_kernel", shape=kshape,
                 initializer=keras.initializers.RandomNormal(stddev=fan_in ** -0.5, seed=seed + i))
             self.biases[layer.name] = self.add_weight(
                 name=f"{layer.name}_head_bias", shape=(self.num_classes,), initializer="zeros")
+            if kin is not None:
+                self.input_kernels[layer.name] = self.add_weight(
+                    name=f"{layer.name}_head_input_kernel", shape=kin,
+                    initializer=keras.initializers.RandomNormal(stddev=fan_in ** -0.5, seed=seed + 1000 + i))
+
+    def head_variables(self, layer) -> list:
+        """The variables of ``layer``'s head: kernel, bias and (with the input) the input kernel."""
+        extra = [self.input_kernels[layer.name]] if layer.name in self.input_kernels else []
+        return [self.kernels[layer.name], self.biases[layer.name], *extra]
+
+    def pooled_input(self, layer, x: tf.Tensor) -> tf.Tensor:
+        """The head's view of the layer's input: ``[N, k, k, C_in]`` cell means, or ``x`` itself."""
+        if layer.name in self.input_pool:
+            qh, qw = self.input_pool[layer.name]
+            return tf.einsum("nhwc,hi,wj->nijc", x, qh, qw)
+        return x
 
     def pooled(self, layer, y: tf.Tensor) -> tf.Tensor:
         """Head input: ``[N, k, k, C]`` cell means for conv outputs, else ``y`` itself."""
@@ -111,12 +145,20 @@ class LocalHeads(keras.layers.Layer):
             return tf.einsum("hi,wj,ijck->hwck", ph, pw, w)
         return w
 
-    def logits(self, layer, y: tf.Tensor) -> tf.Tensor:
+    def logits(self, layer, y: tf.Tensor, x: tf.Tensor | None = None) -> tf.Tensor:
+        """Head logits from the layer's output ``y`` (and, with an input kernel, its input ``x``)."""
         w, b = self.kernels[layer.name], self.biases[layer.name]
         p = self.pooled(layer, y)
         if layer.name in self.pool:
-            return tf.einsum("nijc,ijck->nk", p, w) + b
-        return tf.einsum("...d,dk->...k", p, w) + b
+            out = tf.einsum("nijc,ijck->nk", p, w) + b
+        else:
+            out = tf.einsum("...d,dk->...k", p, w) + b
+        if layer.name in self.input_kernels:
+            if x is None:
+                raise ValueError(f"the head of {layer.name} reads the layer's input too: pass x")
+            q, wx = self.pooled_input(layer, x), self.input_kernels[layer.name]
+            out = out + (tf.einsum("nijc,ijck->nk", q, wx) if layer.name in self.input_pool else tf.matmul(q, wx))
+        return out
 
 
 def _cell_matrix(size: int, grid: int) -> np.ndarray:
@@ -150,6 +192,8 @@ class LocalGLR:
         antithetic: noise in ``(e, -e)`` pairs.
         top_only: train only the output layer (the others stay at their initialisation): the
             random-features control against which a local-GLR result is judged.
+        head_input: ``"output"``: a head reads its layer's output only; ``"concat"``: its input
+            too (:class:`LocalHeads`; conv and dense layers), so the layer learns what its input lacks.
         lstm_steps: an LSTM's per-step local losses are taken at its last ``lstm_steps`` time steps
             only (0: every step). Early steps of a stroke sequence are padding or a fraction of the
             digit, so their per-step targets are mostly noise; noise at steps outside the window is
@@ -167,6 +211,7 @@ class LocalGLR:
     antithetic: bool = True
     top_only: bool = False
     lstm_steps: int = 0
+    head_input: str = "output"
 
     log_names = ()
 
@@ -184,6 +229,8 @@ class LocalGLR:
             raise UserInputError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.lstm_steps < 0:
             raise UserInputError(f"lstm_steps must be >= 0 (0: every step), got {self.lstm_steps}")
+        if self.head_input not in HEAD_INPUTS:
+            raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
         if self.group_size < 1 or self.grid < 1:
             raise UserInputError(f"group_size and grid must be >= 1, got {self.group_size} and {self.grid}")
 
@@ -192,7 +239,8 @@ class LocalGLR:
 
     def auxiliary(self, model: keras.Model) -> LocalHeads:
         """The heads this estimator trains beside ``model`` (owned by the trainer, not exported)."""
-        return LocalHeads(model, model.output_shape[-1], grid=self.grid, name="local_heads")
+        return LocalHeads(model, model.output_shape[-1], grid=self.grid, with_input=self.head_input == "concat",
+                          name="local_heads")
 
     # ------------------------------------------------------------------ estimate
     def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
@@ -220,9 +268,9 @@ class LocalGLR:
                     NoiseRecord(record.layer, record.inputs, None, False, self.sigma), g, 1).items():
                 grads[index[key]] += value
             if not last:
-                hk, hb = self._head_gradients(record, y, aux, tf.random.experimental.stateless_fold_in(seed, 1))
-                head_grads[head_index[id(aux.kernels[record.layer.name])]] += hk / n
-                head_grads[head_index[id(aux.biases[record.layer.name])]] += hb / n
+                head_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+                for v, grad in zip(aux.head_variables(record.layer), self._head_gradients(record, y, aux, head_seed)):
+                    head_grads[head_index[id(v)]] += grad / n
         loss = tf.reduce_mean(get_loss(self.loss)(logits, y))
         return Estimate(grads + head_grads, loss, logits, {})
 
@@ -292,7 +340,7 @@ class LocalGLR:
             change = self._loss_change(y_clean, delta[..., None] * tf.eye(k), y)  # [N, R, K]
         else:
             a = aux.linear_map(layer)
-            clean_logits = aux.logits(layer, y_clean)
+            clean_logits = aux.logits(layer, y_clean, record.inputs["x"])
             if isinstance(layer, NoisyConv2D) and self.grouping != "unit":
                 c = delta.shape[-1]
                 size = c if self.grouping == "patch" else min(self.group_size, c)
@@ -306,15 +354,16 @@ class LocalGLR:
                 change = self._loss_change(clean_logits, delta[..., None] * a, y)
         return tf.reduce_mean(change * e, axis=1) / self.sigma**2
 
-    def _head_gradients(self, record: LocalRecord, y, aux: LocalHeads, seed):
-        """GLR gradient of a head's kernel and bias from noise on its logits (summed over examples)."""
+    def _head_gradients(self, record: LocalRecord, y, aux: LocalHeads, seed) -> list:
+        """GLR gradients of a head's variables (:meth:`LocalHeads.head_variables`: kernel, bias,
+        input kernel) from noise on its logits (summed over examples)."""
         layer, z = record.layer, record.preactivation
         if isinstance(layer, NoisyLSTM):
             steps, window = self._lstm_window(z)
             feats, _ = layer.cell(z[:, steps - window:], record.inputs["c_prev"][:, steps - window:])  # [N, W, u]
         else:
             feats = layer.activate(z)
-        clean = aux.logits(layer, feats)  # [N, (T,) K]
+        clean = aux.logits(layer, feats, None if isinstance(layer, NoisyLSTM) else record.inputs["x"])  # [N, (T,) K]
         e = self._noise(tf.shape(clean), seed, self.head_sigma, self.dense_replications)  # [N, R, (T,) K]
         k = clean.shape[-1]
         change = self._loss_change(clean, e[..., None] * tf.eye(k), y)  # one loss per logit: [N, R, (T,) K]
@@ -328,7 +377,12 @@ class LocalGLR:
         gb = tf.reduce_sum(tf.reshape(gl, [-1, gl.shape[-1]]), 0)
         if isinstance(layer, NoisyLSTM):  # mean over the window's steps, as the per-step losses are averaged
             gk, gb = gk / float(window), gb / float(window)
-        return gk, gb
+        grads = [gk, gb]
+        if layer.name in aux.input_kernels:
+            q = aux.pooled_input(layer, record.inputs["x"])
+            conv = layer.name in aux.input_pool
+            grads.append(tf.einsum("nijc,nk->ijck", q, gl) if conv else tf.matmul(q, gl, transpose_a=True))
+        return grads
 
 
 OPTIONS = (
@@ -345,6 +399,8 @@ OPTIONS = (
            help="local GLR: an LSTM's per-step local losses at its last N steps only (0: every step)"),
     Option("--top-only", "top_only", switch=True,
            help="local GLR: train only the output layer (the random-features control)"),
+    Option("--head-input", "head_input", choices=("output", "concat"),
+           help="local GLR: a conv or dense layer's head reads its output only, or its input too (concat)"),
 )
 
 
@@ -359,7 +415,7 @@ def search_space(hp) -> dict:
                     description="Local, group-wise likelihood-ratio gradients (forward passes only; conv, dense, LSTM)")
 def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: int = 16, sigma: float = 0.5,
               head_sigma: float = 1.0, grouping: str = "channels", group_size: int = 4, grid: int = 4, antithetic: bool = True,
-              top_only: bool = False, lstm_steps: int = 0) -> LocalGLR:
+              top_only: bool = False, lstm_steps: int = 0, head_input: str = "output") -> LocalGLR:
     """Local, group-wise likelihood-ratio estimator (see :class:`LocalGLR`).
 
     Example:
@@ -368,4 +424,4 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
     """
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
                     head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
-                    top_only=top_only, lstm_steps=lstm_steps)
+                    top_only=top_only, lstm_steps=lstm_steps, head_input=head_input)

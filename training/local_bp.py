@@ -29,8 +29,8 @@ import keras
 import tensorflow as tf
 
 from training.estimators import Estimate
+from training.glr_local import HEAD_INPUTS, LocalHeads
 from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
-from training.glr_local import LocalHeads
 from training.losses import DIFFERENTIABLE, get_loss
 from training.registry import register_estimator
 from zoo.errors import UserInputError
@@ -47,12 +47,14 @@ class LocalBackprop:
         grid: cells per side of a conv layer head's average pooling (as ``glr_local``'s ``grid``).
         lstm_steps: an LSTM's per-step losses at its last ``lstm_steps`` steps only (0: every step).
         top_only: train only the output layer (the random-features control).
+        head_input: ``"output"`` or ``"concat"`` (heads read the layer's input too), as ``glr_local``'s.
     """
 
     loss: str = "ce"
     grid: int = 4
     lstm_steps: int = 0
     top_only: bool = False
+    head_input: str = "output"
 
     log_names = ()
 
@@ -62,13 +64,16 @@ class LocalBackprop:
             raise UserInputError(f"loss {self.loss!r} has zero gradient almost everywhere; use --method glr_local")
         if self.grid < 1 or self.lstm_steps < 0:
             raise UserInputError(f"grid must be >= 1 and lstm_steps >= 0, got {self.grid} and {self.lstm_steps}")
+        if self.head_input not in HEAD_INPUTS:
+            raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
 
     def config(self) -> dict:
         return {"method": "local_bp", **dataclasses.asdict(self)}
 
     def auxiliary(self, model: keras.Model) -> LocalHeads:
         """The heads (the same kind ``glr_local`` trains; owned by the trainer, never exported)."""
-        return LocalHeads(model, model.output_shape[-1], grid=self.grid, name="local_heads")
+        return LocalHeads(model, model.output_shape[-1], grid=self.grid, with_input=self.head_input == "concat",
+                          name="local_heads")
 
     def _lstm_features(self, layer: NoisyLSTM, record) -> tf.Tensor:
         """``h_t`` ``[N, W, u]`` at the window's steps from the recorded previous state, held fixed."""
@@ -107,8 +112,9 @@ class LocalBackprop:
                     labels = tf.broadcast_to(y[:, None], tf.shape(head)[:-1])
                     local = tf.reduce_mean(fn(tf.reshape(head, [-1, head.shape[-1]]), tf.reshape(labels, [-1])))
                 else:  # a layer's weights reach its output only through its own pre-activation
-                    local = tf.reduce_mean(fn(aux.logits(layer, layer.activate(record.preactivation)), y))
-                variables = layer.trainable_variables + [aux.kernels[layer.name], aux.biases[layer.name]]
+                    head = aux.logits(layer, layer.activate(record.preactivation), tf.stop_gradient(record.inputs["x"]))
+                    local = tf.reduce_mean(fn(head, y))
+                variables = layer.trainable_variables + aux.head_variables(layer)
                 objectives.append((variables, local))
             loss = tf.reduce_mean(fn(logits, y))
         for variables, objective in objectives:
@@ -121,13 +127,14 @@ class LocalBackprop:
 
 
 @register_estimator("local_bp", options=tuple(o for o in GLR_LOCAL_OPTIONS if o.kwarg in ("grid", "lstm_steps",
-                                                                                          "top_only")),
+                                                                                          "top_only", "head_input")),
                     description="Backprop of local GLR's local objectives (DGL): the ceiling of local training")
-def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: bool = False) -> LocalBackprop:
+def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: bool = False,
+             head_input: str = "output") -> LocalBackprop:
     """Exact gradients of the local objectives ``glr_local`` estimates (see :class:`LocalBackprop`).
 
     Example:
         >>> model = zoo.create_model("cnn6", (28, 28, 1), 10)
         >>> trainer = Trainer(model, local_bp(grid=4))
     """
-    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only)
+    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only, head_input=head_input)
