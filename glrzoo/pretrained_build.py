@@ -87,7 +87,7 @@ RECIPES: dict[str, Recipe] = {
     "fashion_mnist/densenet_glr_local": Recipe("densenet", "fashion_mnist", "glr_local", dict(
         epochs=4, lr=0.003, lr_schedule="cosine", model_args=DENSENET10)),
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
-        epochs=4, lr=0.003, lr_schedule="cosine", model_args={"units": 64}, method_args={"lstm_steps": 16})),
+        epochs=16, lr=0.003, lr_schedule="cosine", model_args={"units": 64}, method_args={"lstm_steps": 16, "sigma": 0.1})),
 }
 GLR_TABLE = ("mnist/bp_sigmoid_ce", "mnist/glr_sigmoid_ce", "mnist/glr_threshold_ce", "mnist/glr_sigmoid_01",
              "mnist/glr_threshold_01")
