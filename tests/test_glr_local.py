@@ -275,7 +275,7 @@ def test_bad_settings_are_refused():
 
 
 @pytest.mark.parametrize("kind,options", [
-    ("dense", {}),
+    pytest.param("dense", {}, marks=LARGE),  # 4 s here; the conv case stays in the default suite
     ("conv_bn", {"grouping": "channels", "group_size": 2}),
     pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat"}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
