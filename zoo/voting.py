@@ -83,12 +83,6 @@ class _Split:
     exact: bool  # True when base includes the first noisy layer's own matrix product
 
 
-def _pre_noise(layer, x: tf.Tensor) -> tf.Tensor:
-    """The pre-activation ``z`` of a dense or conv noisy layer before its noise (inference mode):
-    matrix product, then bias or batch norm with moving statistics."""
-    return layer.preactivation(x, False)[0]
-
-
 def _build_split(model: keras.Model) -> _Split | None:
     """The split of ``model`` at its first noisy layer, or ``None`` (no noisy layer, or a graph the
     split cannot express, e.g. a branch around the first noisy layer)."""
@@ -112,7 +106,7 @@ def _build_split(model: keras.Model) -> _Split | None:
         return v if rest is None else rest(v, training=False)
 
     if type(first) in (NoisyDense, NoisyConv2D):
-        return _Split(base=lambda x: _pre_noise(first, prefix(x, training=False)),
+        return _Split(base=lambda x: first.preactivation(prefix(x, training=False), False)[0],
                       head=lambda z: after(first.activate(first.add_noise(z, False, {"x": None}))), exact=True)
     return _Split(base=lambda x: prefix(x, training=False), head=lambda h: after(first(h, training=False)), exact=False)
 
