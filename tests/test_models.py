@@ -62,6 +62,29 @@ def test_densenet_depth_validation():
         zoo.create_model("densenet", (32, 32, 3), 10, depth=41)
 
 
+def test_densenet_gridpool_classifier_reads_cell_averages():
+    """``densenet_gridpool``'s classifier reads the final map averaged over a 4x4 grid of cells (the
+    features local heads train), so its logits equal a linear map of those averages."""
+    m = zoo.create_model("densenet_gridpool", (28, 28, 1), 10, depth=7, growth_rate=4, initial_filters=4)
+    final = m.get_layer("grid_pool").input  # [N, 7, 7, C] after two transitions
+    assert tuple(final.shape[1:3]) == (7, 7)
+    features = m.get_layer("grid_features").output
+    channels = int(final.shape[-1])
+    assert int(features.shape[-1]) == 4 * 4 * channels
+    x = np.random.default_rng(1).random((2, 28, 28, 1), dtype=np.float32)
+    import keras
+    fmap = keras.Model(m.inputs, final)(x).numpy()
+    cells = np.stack([np.stack([fmap[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean((1, 2)) for j in range(4)], 1)
+                      for i in range(4)], 1)  # [N, 4, 4, C]; the last row and column are 1-wide cells
+    logits = m.get_layer("logits")
+    expect = cells.reshape(2, -1) @ logits.kernel.numpy() + logits.bias.numpy()
+    np.testing.assert_allclose(m(x, training=False).numpy(), expect, rtol=1e-4, atol=1e-4)
+    gap = zoo.create_model("densenet", (28, 28, 1), 10, depth=7, growth_rate=4, initial_filters=4)
+    assert "global_pool" in [layer.name for layer in gap.layers]
+    with pytest.raises(ValueError, match="classifier_grid"):
+        zoo.create_model("densenet", (28, 28, 1), 10, depth=7, classifier_grid=0)
+
+
 def test_row_budget_counts_lstm_internals():
     """GLR replications and votes are chunked by rows_per_chunk; an LSTM's per-step state must count."""
     from zoo.memory import rows_per_chunk
