@@ -161,6 +161,17 @@ class LocalHeads(keras.layers.Layer):
         return out
 
 
+def check_head_input(head_input: str) -> None:
+    """Refuse a ``head_input`` other than :data:`HEAD_INPUTS` (one line naming the choices)."""
+    if head_input not in HEAD_INPUTS:
+        raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
+
+
+def local_heads(model: keras.Model, grid: int, head_input: str) -> LocalHeads:
+    """The heads a local estimator (``glr_local``, ``local_bp``) trains beside ``model``."""
+    return LocalHeads(model, model.output_shape[-1], grid=grid, with_input=head_input == "concat", name="local_heads")
+
+
 def _cell_matrix(size: int, grid: int) -> np.ndarray:
     """``[size, cells]`` averaging matrix: row ``h`` has ``1 / |cell|`` in column ``h // cell``."""
     cell = -(-size // max(1, min(grid, size)))
@@ -229,8 +240,7 @@ class LocalGLR:
             raise UserInputError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.lstm_steps < 0:
             raise UserInputError(f"lstm_steps must be >= 0 (0: every step), got {self.lstm_steps}")
-        if self.head_input not in HEAD_INPUTS:
-            raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
+        check_head_input(self.head_input)
         if self.group_size < 1 or self.grid < 1:
             raise UserInputError(f"group_size and grid must be >= 1, got {self.group_size} and {self.grid}")
 
@@ -239,8 +249,7 @@ class LocalGLR:
 
     def auxiliary(self, model: keras.Model) -> LocalHeads:
         """The heads this estimator trains beside ``model`` (owned by the trainer, not exported)."""
-        return LocalHeads(model, model.output_shape[-1], grid=self.grid, with_input=self.head_input == "concat",
-                          name="local_heads")
+        return local_heads(model, self.grid, self.head_input)
 
     # ------------------------------------------------------------------ estimate
     def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
@@ -363,7 +372,7 @@ class LocalGLR:
             feats, _ = layer.cell(z[:, steps - window:], record.inputs["c_prev"][:, steps - window:])  # [N, W, u]
         else:
             feats = layer.activate(z)
-        clean = aux.logits(layer, feats, None if isinstance(layer, NoisyLSTM) else record.inputs["x"])  # [N, (T,) K]
+        clean = aux.logits(layer, feats, record.inputs["x"])  # [N, (T,) K]; an LSTM head ignores x
         e = self._noise(tf.shape(clean), seed, self.head_sigma, self.dense_replications)  # [N, R, (T,) K]
         k = clean.shape[-1]
         change = self._loss_change(clean, e[..., None] * tf.eye(k), y)  # one loss per logit: [N, R, (T,) K]

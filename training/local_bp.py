@@ -29,8 +29,8 @@ import keras
 import tensorflow as tf
 
 from training.estimators import Estimate
-from training.glr_local import HEAD_INPUTS, LocalHeads
 from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
+from training.glr_local import LocalHeads, check_head_input, local_heads
 from training.losses import DIFFERENTIABLE, get_loss
 from training.registry import register_estimator
 from zoo.errors import UserInputError
@@ -64,16 +64,14 @@ class LocalBackprop:
             raise UserInputError(f"loss {self.loss!r} has zero gradient almost everywhere; use --method glr_local")
         if self.grid < 1 or self.lstm_steps < 0:
             raise UserInputError(f"grid must be >= 1 and lstm_steps >= 0, got {self.grid} and {self.lstm_steps}")
-        if self.head_input not in HEAD_INPUTS:
-            raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
+        check_head_input(self.head_input)
 
     def config(self) -> dict:
         return {"method": "local_bp", **dataclasses.asdict(self)}
 
     def auxiliary(self, model: keras.Model) -> LocalHeads:
         """The heads (the same kind ``glr_local`` trains; owned by the trainer, never exported)."""
-        return LocalHeads(model, model.output_shape[-1], grid=self.grid, with_input=self.head_input == "concat",
-                          name="local_heads")
+        return local_heads(model, self.grid, self.head_input)
 
     def _lstm_features(self, layer: NoisyLSTM, record) -> tf.Tensor:
         """``h_t`` ``[N, W, u]`` at the window's steps from the recorded previous state, held fixed."""

@@ -38,9 +38,10 @@ def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filt
     noisy-inference paper requires) instead of the original BN-ReLU-conv order. DenseNet-40 with
     growth 12 (the default) has about 1M parameters. Input ``[H, W, C]``, output logits.
 
-    ``classifier_grid`` (``k``): the classifier reads the final ``[H, W, C]`` map averaged over a
-    ``k x k`` grid of cells (``k * k * C`` features) instead of its global average (``k = 1``, the
-    original). ``k = 4`` is the ``densenet_gridpool`` variant for local learning: its classifier
+    ``classifier_grid`` (``k``): the classifier reads the final ``[H, W, C]`` map averaged over
+    cells of ``ceil(H / k)`` pixels a side (a ``k x k`` grid when ``k`` divides evenly enough, e.g. 4
+    on a 7 x 7 map; ``ceil(H / ceil(H / k))`` cells a side in general) instead of its global
+    average (``k = 1``, the original). ``k = 4`` is the ``densenet_gridpool`` variant for local learning: its classifier
     reads the same pooled grid the local heads of :mod:`training.glr_local` train every layer to
     make linearly separable, where the global average discards the spatial layout they learn.
 
@@ -49,6 +50,8 @@ def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filt
     """
     if (depth - 4) % 3 or depth < 7:
         raise UserInputError(f"DenseNet depth must be 3k + 4 with k >= 1 (e.g. 40, 100), got {depth}")
+    if classifier_grid < 1:
+        raise UserInputError(f"classifier_grid must be >= 1 (1: global average pooling), got {classifier_grid}")
     per_block = (depth - 4) // 3
     na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
     counter = Counter()
@@ -59,8 +62,6 @@ def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filt
         x = apply_dense_block(x, per_block, growth_rate, na, counter, activation, name=f"block_{b + 1}")
         if b < 2 and x.shape[1] >= 2:
             x = apply_transition(x, na, counter, activation, name=f"transition_{b + 1}")
-    if classifier_grid < 1:
-        raise UserInputError(f"classifier_grid must be >= 1 (1: global average pooling), got {classifier_grid}")
     if classifier_grid == 1:
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     else:
