@@ -128,8 +128,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help=_recipe_help("examples per optimizer step", g["batch_size"]))
     p.add_argument("--lr", type=_positive, default=None, help=_recipe_help("learning rate", g["lr"]))
     p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default=None,
-                   help=_recipe_help("learning-rate schedule: constant, cosine decay to 0 over the run, or Caffe's inverse decay "
-                                     "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps)",
+                   help=_recipe_help("learning-rate schedule: constant, cosine decay to 0 over the run, Caffe's inverse decay "
+                                     "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps), or cyclic: linear 0 -> lr -> 0 "
+                                     "over the run (Wong et al. 2020's fast adversarial training)",
                                      g["lr_schedule"]))
     p.add_argument("--optimizer", default=None, choices=["adam", "sgd", "momentum", "adagrad"],
                    help=_recipe_help("optimizer", g["optimizer"]))
@@ -358,7 +359,7 @@ def _adversarial(args) -> dict | None:
     if args.adversarial is None:
         return None
     given = {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
-             "random_start": False if args.adv_no_random_start else None}
+             "random_start": False if args.adv_no_random_start else None, "fraction": ADVERSARIAL_DEFAULTS["fraction"]}
     if args.adversarial == "fgsm_rs":
         if args.adv_iters not in (None, 1) or args.adv_no_random_start:
             raise UserInputError("--adversarial fgsm_rs is one step from a random start; drop --adv-iters and "

@@ -1,13 +1,13 @@
 """Fine-tuning options of ``glrzoo train``: --init-from copies an export's weights (not its noise
-settings), --freeze-bn-stats keeps batch norm on its moving statistics while training, and the
-inverse learning-rate schedule follows Caffe's formula."""
+settings), --freeze-bn-stats keeps batch norm on its moving statistics while training, the
+inverse learning-rate schedule follows Caffe's formula and the cyclic one is a single triangle."""
 import json
 
 import numpy as np
 import pytest
 
 from glrzoo.cli import main
-from training.run import InverseDecay, TrainConfig, build_model, initialize_from, train
+from training.run import InverseDecay, TrainConfig, TriangularCycle, build_model, initialize_from, train
 from zoo.data import load_dataset
 from zoo.errors import UserInputError
 from zoo.noise import noisy_layers
@@ -17,6 +17,14 @@ def test_inverse_decay_is_caffes_inv_policy():
     schedule = InverseDecay(0.01)
     for step in (0, 1, 100, 10_000):
         assert float(schedule(step)) == pytest.approx(0.01 * (1 + 1e-4 * step) ** -0.75, rel=1e-6)
+
+
+def test_triangular_cycle_rises_to_lr_at_half_the_run_and_falls_to_zero():
+    schedule = TriangularCycle(5e-3, total_steps=1000)
+    expected = {0: 0.0, 250: 2.5e-3, 500: 5e-3, 750: 2.5e-3, 1000: 0.0, 1200: 0.0}
+    for step, lr in expected.items():
+        assert float(schedule(step)) == pytest.approx(lr, abs=1e-9)
+    assert TriangularCycle.from_config(schedule.get_config()).total_steps == 1000
 
 
 @pytest.fixture(scope="module")

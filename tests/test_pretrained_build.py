@@ -43,6 +43,18 @@ def test_flags_say_switches_off_and_pgd_without_random_start():
         train_flags(Recipe("mlp", "digits", "bp", {"out": "x"}))
 
 
+def test_flags_of_a_fast_adversarial_recipe_are_fgsm_rs_and_parse_back_to_it():
+    recipe = Recipe("madry_cnn", "mnist", "bp", {"adversarial": {"eps": 0.2, "step": 0.25, "iterations": 1,
+                                                                 "random_start": True, "fraction": 1.0}})
+    flags = train_flags(recipe)
+    assert flags[flags.index("--adversarial") + 1] == "fgsm_rs" and "--adv-step" not in flags  # 1.25 eps
+    config = _parsed(shlex.join(["glrzoo", "train", *flags, "--out", "x"]))
+    assert config.adversarial == recipe_config(recipe).adversarial
+    assert config.adversarial == {"eps": 0.2, "step": 0.25, "iterations": 1, "random_start": True, "fraction": 1.0}
+    with pytest.raises(UserInputError, match="fgsm_rs"):
+        train_flags(Recipe("madry_cnn", "mnist", "bp", {"adversarial": {"iterations": 3, "fraction": 1.0}}))
+
+
 def test_make_pretrained_is_a_thin_script_with_substitute(monkeypatch):
     from conftest import REPO
 

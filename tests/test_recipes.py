@@ -81,13 +81,26 @@ def test_unset_flags_come_from_the_recipe_and_given_ones_win():
 
 def test_adversarial_settings_merge_key_by_key(monkeypatch):
     settings, applied = fill_settings("m", "d", "bp", {"adversarial": {"eps": 0.1}})
-    assert settings["adversarial"] == {"eps": 0.1, "step": 0.01, "iterations": 40, "random_start": True}
+    assert settings["adversarial"] == {"eps": 0.1, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
     assert applied is None
     monkeypatch.setitem(RECIPES, ("m", "d", "bp"), {"adversarial": {"eps": 0.3, "iterations": 7}})
     settings, applied = fill_settings("m", "d", "bp", {})
     assert settings["adversarial"]["iterations"] == 7 and applied["filled"]["adversarial"] == {"eps": 0.3, "iterations": 7}
     settings, applied = fill_settings("m", "d", "bp", {"adversarial": {"eps": 0.1}})
     assert settings["adversarial"]["eps"] == 0.1 and applied["filled"]["adversarial"] == {"iterations": 7}
+
+
+def test_asking_for_the_other_kind_of_adversarial_training_takes_none_of_the_rows_keys(monkeypatch):
+    fast = {"eps": 0.3, "step": 0.375, "iterations": 1, "random_start": True, "fraction": 1.0}
+    monkeypatch.setitem(RECIPES, ("m", "d", "bp"), {"adversarial": fast})
+    assert fill_settings("m", "d", "bp", {})[0]["adversarial"] == fast
+    # --adversarial pgd (fraction 0.5) on a fgsm_rs row: PGD's defaults, not the row's one step of 0.375
+    settings, applied = fill_settings("m", "d", "bp", {"adversarial": {"eps": 0.2, "fraction": 0.5}})
+    assert settings["adversarial"] == {"eps": 0.2, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
+    assert "adversarial" not in applied["filled"]
+    # --adversarial fgsm_rs --adv-eps 0.1 on the same row: the user's values, the row's kind
+    mine = {"eps": 0.1, "step": 0.125, "iterations": 1, "random_start": True, "fraction": 1.0}
+    assert fill_settings("m", "d", "bp", {"adversarial": mine})[0]["adversarial"] == mine
 
 
 def test_the_applied_recipe_is_recorded_in_the_metadata(tmp_path, monkeypatch, capsys):

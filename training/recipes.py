@@ -9,8 +9,9 @@ name and the values it supplied; ``null`` when no row applied).
 A row is a dict of :class:`~training.run.TrainConfig` fields (:data:`RECIPE_FIELDS`). Scalar fields
 are taken only when the flag was not given. ``model_args``, ``method_args`` and ``adversarial``
 are merged key by key: a key the user gave (``--model-args '{"hidden": [64]}'``, ``--sigma 0.5``,
-``--adv-eps 0.1``) wins, the row's other keys stay. An ``adversarial`` entry turns PGD training
-on by default for that combination.
+``--adv-eps 0.1``) wins, the row's other keys stay. An ``adversarial`` entry turns adversarial
+training on by default for that combination; asking for the other kind (``--adversarial pgd`` where
+the row trains ``fgsm_rs``, told apart by ``fraction``) takes none of the row's adversarial keys.
 
 Adding a recipe is one entry: measure it (test accuracy and wall time on the full test set, with
 the exact command), then add the row with the result in a comment, e.g.::
@@ -68,7 +69,8 @@ RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weig
                  "infer_stddev", "activation", "loss", "model_args", "method_args", "adversarial", "init_from",
                  "freeze_bn_stats")
 MERGED_FIELDS = ("model_args", "method_args", "adversarial")
-ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True}
+# Madry et al.'s PGD training (half of each batch adversarial); `--adversarial fgsm_rs` gives fraction 1.
+ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
 
 
 def recipe_name(model: str, dataset: str, method: str) -> str:
@@ -108,6 +110,9 @@ def fill_settings(model: str, dataset: str, method: str, given: dict, use_recipe
     for field in RECIPE_FIELDS:
         mine, theirs = given.get(field), (row or {}).get(field)
         if field == "adversarial":
+            if mine is not None and theirs is not None and mine.get("fraction", theirs.get("fraction", 0.5)) != \
+                    theirs.get("fraction", 0.5):
+                theirs = None  # the user asked for another kind (pgd vs fgsm_rs) than the row's: none of it applies
             if mine is None and theirs is None:
                 settings[field] = None
             else:

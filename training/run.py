@@ -121,7 +121,7 @@ def _finite(value) -> bool:
         return False
 
 
-LR_SCHEDULES = ("constant", "cosine", "inverse")
+LR_SCHEDULES = ("constant", "cosine", "inverse", "cyclic")
 INVERSE_GAMMA, INVERSE_POWER = 1e-4, 0.75  # Caffe's "inv" policy as in its LeNet solver (BANG's schedule)
 
 
@@ -142,9 +142,31 @@ class InverseDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr, "gamma": self.gamma, "power": self.power}
 
 
+@keras.saving.register_keras_serializable(package="glrzoo")
+class TriangularCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """One triangular cycle over the run: the rate rises linearly from 0 to ``lr`` at half of
+    ``total_steps`` optimizer steps and falls linearly back to 0 at the end (Smith 2017, "Cyclical
+    learning rates", triangular policy with one cycle; the schedule of Wong, Rice and Kolter 2020,
+    "Fast is better than free", for FGSM adversarial training)."""
+
+    def __init__(self, lr: float, total_steps: int):
+        self.lr, self.total_steps = float(lr), max(2, int(total_steps))
+
+    def __call__(self, step):
+        half = self.total_steps / 2.0
+        t = keras.ops.cast(step, "float32")
+        return self.lr * keras.ops.maximum(0.0, 1.0 - keras.ops.abs(t - half) / half)
+
+    def get_config(self):
+        return {"lr": self.lr, "total_steps": self.total_steps}
+
+
 def make_learning_rate(lr: float, schedule: str = "constant", total_steps: int = 1):
     """``lr`` itself; Keras' cosine decay from ``lr`` to 0 over ``total_steps`` optimizer steps
-    (Loshchilov and Hutter, ICLR 2017, SGDR, eq. 5 without restarts); or :class:`InverseDecay`."""
+    (Loshchilov and Hutter, ICLR 2017, SGDR, eq. 5 without restarts); :class:`InverseDecay`; or
+    :class:`TriangularCycle` (0 -> ``lr`` -> 0 over ``total_steps``)."""
+    if schedule == "cyclic":
+        return TriangularCycle(lr, total_steps)
     if schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
     if schedule == "inverse":
