@@ -166,7 +166,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--adversarial", choices=["pgd", "fgsm_rs"], default=None,
                    help="pgd: half of each batch becomes PGD examples (Madry et al. 2018); fgsm_rs: fast "
                         "adversarial training, every example replaced by one FGSM step of 1.25 eps from a random "
-                        "start (Wong, Rice and Kolter 2020) (default: the recipe's, else off)")
+                        "start (Wong, Rice and Kolter 2020), stopped when PGD accuracy on 512 training examples "
+                        "collapses (default: the recipe's, else off)")
     g.add_argument("--adv-eps", type=_stddev, default=None, help=_recipe_help("L-inf radius in pixel units [0, 1]", a["eps"]))
     g.add_argument("--adv-step", type=_positive, default=None, help=_recipe_help("PGD step", a["step"]))
     g.add_argument("--adv-iters", type=_positive_int, default=None, help=_recipe_help("PGD iterations", a["iterations"]))

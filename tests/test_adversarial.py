@@ -82,3 +82,45 @@ def test_fast_adversarial_transform_replaces_every_example_within_the_ball(digit
     assert (moved > 0.1).all() and moved.max() <= 0.2 + 1e-6
     pred = np.argmax(model(x2), -1)
     assert np.mean(pred == y.numpy()) < np.mean(np.argmax(model(x), -1) == y.numpy()) - 0.2  # a real attack
+
+
+class _Scripted:
+    """Probe accuracies read from a list instead of attacking (the guard's decision logic alone)."""
+
+    def __init__(self, accuracies):
+        self.accuracies = list(accuracies)
+
+    def __call__(self):
+        return self.accuracies.pop(0)
+
+
+def test_overfitting_guard_stops_on_a_collapse_and_puts_the_best_epochs_weights_back(digits):
+    from training.adversarial import OverfittingGuard
+
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("mlp", digits.input_shape, 10, hidden=(16,), activation="relu")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    guard = OverfittingGuard(model, digits.x_train[:32], digits.y_train[:32], eps=0.3, drop=0.2)
+    guard.probe_accuracy = _Scripted([0.50, 0.60, 0.45, 0.30, 0.90])  # 0.45: within 0.2 of the best; 0.30: not
+    seen = []
+    keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(model.get_weights()))
+    history = model.fit(digits.x_train, digits.y_train, epochs=5, batch_size=64, verbose=0, callbacks=[keep, guard])
+    assert len(history.history["loss"]) == 4 and history.history["pgd_probe_accuracy"] == [0.5, 0.6, 0.45, 0.3]
+    assert guard.record()["best_epoch"] == 2 and guard.record()["stopped_after_epoch"] == 4
+    for now, best, last in zip(model.get_weights(), seen[1], seen[3]):
+        np.testing.assert_array_equal(now, best)
+    assert any(not np.array_equal(b, last) for b, last in zip(seen[1], seen[3]))  # training had moved on
+
+
+def test_fgsm_rs_training_records_the_guards_probe(tmp_path):
+    from training.run import TrainConfig, train
+
+    meta = train(TrainConfig(model="test_mlp", dataset="digits", epochs=2, lr=3e-3, verbose=0,
+                             adversarial={"eps": 0.1, "step": 0.125, "iterations": 1, "random_start": True,
+                                          "fraction": 1.0}))
+    record = meta["training"]["overfitting_guard"]
+    assert record["probe_examples"] == 512 and record["eps"] == 0.1 and record["steps"] == 10
+    assert 0.0 < record["best_probe_accuracy"] <= 1.0 and record["best_epoch"] in (1, 2)
+    assert record["stopped_after_epoch"] is None and meta["metrics"]["epochs_run"] == 2
+    plain = train(TrainConfig(model="test_mlp", dataset="digits", epochs=1, verbose=0))
+    assert "overfitting_guard" not in plain["training"]  # only single-step training on every example is guarded

@@ -7,7 +7,9 @@ with any estimator (backprop, BANG, noise-injected training).
 from __future__ import annotations
 
 import dataclasses
+import sys
 
+import keras
 import tensorflow as tf
 
 from training.losses import cross_entropy
@@ -72,3 +74,60 @@ def pgd_training(eps: float = 0.3, step: float = 0.01, iterations: int = 40, ran
                  fraction: float = 0.5, seed: int = 0) -> PGDTraining:
     """Madry-style PGD adversarial training transform; MNIST default eps 0.3, step 0.01, 40 steps."""
     return PGDTraining(eps, step, iterations, random_start, fraction, seed)
+
+
+class OverfittingGuard(keras.callbacks.Callback):
+    """Early stopping against catastrophic overfitting of fast adversarial training.
+
+    Single-step adversarial training can suddenly learn to defeat its own one-step attack while
+    multi-step PGD accuracy collapses to 0 within an epoch ("catastrophic overfitting"; Wong, Rice
+    and Kolter 2020, "Fast is better than free", section 5.3). They detect it with PGD on a training
+    minibatch and stop. Here, after every epoch, PGD-``steps`` (step ``2.5 eps / steps``, random
+    start) accuracy on a fixed probe of training examples is logged as ``pgd_probe_accuracy``; when
+    it falls more than ``drop`` below the best epoch so far, training stops and the best epoch's
+    weights are put back.
+
+    Args:
+        model: the network being trained (not the trainer wrapping it).
+        x, y: the probe, ``[P, ...]`` images in [0, 1] and ``[P]`` integer labels.
+        eps: L-inf radius of the probe attack (the training eps).
+        steps: PGD iterations of the probe.
+        drop: fall in probe accuracy (a fraction, 0.2 = 20 points) that counts as collapse.
+    """
+
+    def __init__(self, model, x, y, eps: float, steps: int = 10, drop: float = 0.2, seed: int = 0):
+        super().__init__()
+        self.net, self.eps, self.steps, self.drop, self.seed = model, float(eps), int(steps), float(drop), int(seed)
+        self.x, self.y = tf.constant(x, tf.float32), tf.constant(y, tf.int64)
+        self.best, self.best_epoch, self.best_weights, self.stopped_epoch = -1.0, None, None, None
+
+    def probe_accuracy(self) -> float:
+        """PGD accuracy of the current weights on the probe (a fraction)."""
+        adv = pgd_linf(self.net, self.x, self.y, self.eps, 2.5 * self.eps / self.steps, self.steps, True,
+                       tf.constant([self.seed, 0], tf.int64))
+        return float(tf.reduce_mean(tf.cast(tf.argmax(self.net(adv, training=False), -1) == self.y, tf.float32)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        acc = self.last = self.probe_accuracy()
+        if logs is not None:
+            logs["pgd_probe_accuracy"] = acc
+        if acc > self.best:
+            self.best, self.best_epoch, self.best_weights = acc, epoch, self.net.get_weights()
+        elif acc < self.best - self.drop:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch is not None:
+            self.net.set_weights(self.best_weights)
+            print(f"fgsm_rs: PGD accuracy on {int(self.y.shape[0])} training examples fell to "
+                  f"{self.last:.3f} after epoch {self.stopped_epoch + 1} "
+                  f"(best {self.best:.3f} after epoch {self.best_epoch + 1}): catastrophic overfitting (Wong et al. "
+                  f"2020); stopped and kept epoch {self.best_epoch + 1}'s weights", file=sys.stderr)
+
+    def record(self) -> dict:
+        """What happened, for the export's metadata."""
+        return {"probe_examples": int(self.y.shape[0]), "eps": self.eps, "steps": self.steps, "drop": self.drop,
+                "best_epoch": None if self.best_epoch is None else self.best_epoch + 1,
+                "best_probe_accuracy": round(self.best, 4),
+                "stopped_after_epoch": None if self.stopped_epoch is None else self.stopped_epoch + 1}

@@ -121,6 +121,7 @@ def _finite(value) -> bool:
         return False
 
 
+PROBE_EXAMPLES = 512  # training examples the fgsm_rs overfitting guard attacks after every epoch
 LR_SCHEDULES = ("constant", "cosine", "inverse", "cyclic")
 INVERSE_GAMMA, INVERSE_POWER = 1e-4, 0.75  # Caffe's "inv" policy as in its LeNet solver (BANG's schedule)
 
@@ -452,6 +453,12 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         callbacks.append(_ApplyRecipe(config.lr))
         callbacks.append(_RunLog(ckpt / RUN_LOG, run_log))  # every worker: each resumes from its own backup
         _write_json(ckpt / RUN_LOG, run_log)
+    guard = None
+    if config.adversarial is not None and config.adversarial.get("fraction") == 1.0:  # fgsm_rs: every example
+        from training.adversarial import OverfittingGuard
+        guard = OverfittingGuard(model, data.x_train[:PROBE_EXAMPLES], data.y_train[:PROBE_EXAMPLES],
+                                 config.adversarial["eps"], seed=config.seed)
+        callbacks.append(guard)
     ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)
     t0 = time.time()
     history = {}
@@ -466,8 +473,10 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     parts[-1].update(end_epoch=config.epochs, seconds=round(train_seconds, 2))
     total_seconds = sum(float(p.get("seconds", 0.0)) for p in parts)
 
+    stopped = guard.stopped_epoch if guard is not None else None
     metrics = {"test_accuracy": evaluate_accuracy(model, data.x_test, data.y_test),
-               "train_seconds": round(total_seconds, 2), "epochs_run": config.epochs,
+               "train_seconds": round(total_seconds, 2),
+               "epochs_run": config.epochs if stopped is None else stopped + 1,
                "final_train_loss": float(history["loss"][-1]) if history.get("loss") else None}
     if config.infer_stddev > 0:
         from zoo.voting import vote_predict
@@ -488,6 +497,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                      "seed": config.seed, "noise": config.noise, "train_stddev": config.train_stddev,
                      "infer_stddev": config.infer_stddev, "resumed": len(parts) > 1, "parts": parts,
                      "init_from": init, "freeze_bn_stats": config.freeze_bn_stats,
+                     **({"overfitting_guard": guard.record()} if guard is not None else {}),
                      "recipe": config.recipe(), "recipe_defaults": config.recipe_defaults},
         "metrics": metrics,
         "versions": versions(),
