@@ -79,6 +79,8 @@ RECIPES: dict[str, Recipe] = {
         model_args={"filters": [16, 32], "dense": 128})),
     "mnist_strokes/lstm": Recipe("lstm", "mnist_strokes", "bp", dict(
         epochs=8, lr=0.003, lr_schedule="cosine", model_args={"units": 64})),
+    "mnist_strokes/lstm_noise1.0": Recipe("lstm", "mnist_strokes", "bp", dict(
+        noise="multiplicative", train_stddev=1.0, epochs=12, lr=0.003, lr_schedule="cosine", model_args={"units": 64})),
     # GLR models of the GLR issue and their backprop twins (same architecture, data, epochs, schedule)
     "mnist/cnn6_bp": Recipe("cnn6", "mnist", "bp", dict(epochs=6, lr=0.001, lr_schedule="cosine")),
     "mnist/cnn6_glr_local": Recipe("cnn6", "mnist", "glr_local", dict(epochs=6, lr=0.003, lr_schedule="cosine")),

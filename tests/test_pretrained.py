@@ -13,7 +13,8 @@ from zoo.pretrained import README_HEAD, list_pretrained, pretrained_root, readme
 REQUIRED = ("mnist/bp_sigmoid_ce", "mnist/glr_sigmoid_ce", "mnist/glr_threshold_ce", "mnist/glr_sigmoid_01",
             "mnist/glr_threshold_01", "digits/glr_threshold_mlp", "mnist/cnn6_noise1.0", "mnist/lenet_bang",
             "mnist/madry_cnn_pgd", "mnist_strokes/lstm", "mnist/cnn6_bp", "mnist/cnn6_glr_local",
-            "mnist_strokes/lstm_glr_local", "fashion_mnist/densenet_bp", "fashion_mnist/densenet_glr_local")
+            "mnist_strokes/lstm_glr_local", "fashion_mnist/densenet_bp", "fashion_mnist/densenet_glr_local",
+            "mnist_strokes/lstm_noise1.0")
 
 
 def test_the_promised_set_is_shipped_small_and_evaluated():
