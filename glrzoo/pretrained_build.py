@@ -65,18 +65,21 @@ class Recipe:
 
 SMALL_CNN = {"filters": [16, 16, 32, 32], "dense": 64}
 DENSENET10 = {"depth": 10, "growth_rate": 12}
+MADRY_PGD10 = {"eps": 0.3, "step": 0.075, "iterations": 10, "fraction": 0.5}
 RECIPES: dict[str, Recipe] = {
     "digits/glr_threshold_mlp": Recipe("glr_mlp", "digits", "glr", dict(
         activation="threshold", method_args={"replications": 100, "baseline": True}, epochs=30, batch_size=32,
         lr=0.003)),
     "mnist/cnn6_noise1.0": Recipe("cnn6", "mnist", "bp", dict(
         noise="multiplicative", train_stddev=1.0, epochs=2, lr=0.002, model_args=SMALL_CNN)),
+    "mnist/cnn6_pgd": Recipe("cnn6", "mnist", "bp", dict(  # the black-box defence's target
+        noise="multiplicative", adversarial={"eps": 0.3, "step": 0.1, "iterations": 5, "fraction": 0.5}, epochs=3,
+        batch_size=100, lr=0.001, lr_schedule="cosine", model_args=SMALL_CNN)),
     "mnist/lenet_bang": Recipe("lenet", "mnist", "bang", dict(
         method_args={"epsilon": 0.815, "beta": 1.0}, epochs=11, batch_size=64, optimizer="momentum", lr=0.01,
         lr_schedule="inverse", weight_decay=0.0005)),
     "mnist/madry_cnn_pgd": Recipe("madry_cnn", "mnist", "bp", dict(
-        adversarial={"eps": 0.3, "step": 0.05, "iterations": 7}, epochs=2, lr=0.001,
-        model_args={"filters": [16, 32], "dense": 128})),
+        adversarial=MADRY_PGD10, epochs=5, batch_size=100, lr=0.001, lr_schedule="cosine", model_args={"dense": 256})),
     "mnist_strokes/lstm": Recipe("lstm", "mnist_strokes", "bp", dict(
         epochs=8, lr=0.003, lr_schedule="cosine", model_args={"units": 64})),
     "mnist_strokes/lstm_noise1.0": Recipe("lstm", "mnist_strokes", "bp", dict(
@@ -86,6 +89,8 @@ RECIPES: dict[str, Recipe] = {
     "mnist/cnn6_glr_local": Recipe("cnn6", "mnist", "glr_local", dict(epochs=6, lr=0.003, lr_schedule="cosine")),
     "fashion_mnist/densenet_bp": Recipe("densenet", "fashion_mnist", "bp", dict(
         epochs=4, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
+    "fashion_mnist/densenet_noise1.0": Recipe("densenet", "fashion_mnist", "bp", dict(
+        noise="multiplicative", train_stddev=1.0, epochs=4, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
     "fashion_mnist/densenet_glr_local": Recipe("densenet", "fashion_mnist", "glr_local", dict(
         epochs=4, lr=0.003, lr_schedule="cosine", model_args=DENSENET10)),
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
