@@ -122,5 +122,20 @@ def test_fgsm_rs_training_records_the_guards_probe(tmp_path):
     assert record["probe_examples"] == 512 and record["eps"] == 0.1 and record["steps"] == 10
     assert 0.0 < record["best_probe_accuracy"] <= 1.0 and record["best_epoch"] in (1, 2)
     assert record["stopped_after_epoch"] is None and meta["metrics"]["epochs_run"] == 2
+    assert meta["training"]["parts"][-1]["end_epoch"] == 2
     plain = train(TrainConfig(model="test_mlp", dataset="digits", epochs=1, verbose=0))
     assert "overfitting_guard" not in plain["training"]  # only single-step training on every example is guarded
+
+
+def test_a_guarded_run_that_stops_early_says_so_in_its_metadata(monkeypatch, tmp_path):
+    from training.adversarial import OverfittingGuard
+    from training.run import TrainConfig, train
+
+    scripted = _Scripted([0.5, 0.1, 0.9, 0.9])
+    monkeypatch.setattr(OverfittingGuard, "probe_accuracy", lambda self: scripted())
+    meta = train(TrainConfig(model="test_mlp", dataset="digits", epochs=4, lr=3e-3, verbose=0, out=str(tmp_path / "m"),
+                             adversarial={"eps": 0.1, "step": 0.125, "iterations": 1, "random_start": True,
+                                          "fraction": 1.0}))
+    assert meta["training"]["overfitting_guard"]["stopped_after_epoch"] == 2
+    assert meta["training"]["overfitting_guard"]["best_epoch"] == 1
+    assert meta["metrics"]["epochs_run"] == 2 and meta["training"]["parts"][-1]["end_epoch"] == 2

@@ -470,10 +470,10 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
             raise TrainingDiverged(_diverged_message(e, ckpt, out, config)) from None
     train_seconds = time.time() - t0
     parts = (run_log or {}).get("parts") or [{"start_epoch": 0, "end_epoch": config.epochs}]
-    parts[-1].update(end_epoch=config.epochs, seconds=round(train_seconds, 2))
+    stopped = guard.stopped_epoch if guard is not None else None
+    parts[-1].update(end_epoch=config.epochs if stopped is None else stopped + 1, seconds=round(train_seconds, 2))
     total_seconds = sum(float(p.get("seconds", 0.0)) for p in parts)
 
-    stopped = guard.stopped_epoch if guard is not None else None
     metrics = {"test_accuracy": evaluate_accuracy(model, data.x_test, data.y_test),
                "train_seconds": round(total_seconds, 2),
                "epochs_run": config.epochs if stopped is None else stopped + 1,
