@@ -30,7 +30,7 @@ from evaluation.report import write_report
 from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
-from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fill_settings, generic_defaults
+from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fgsm_rs_step, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, sweep, train
 from zoo import leaderboard, pretrained
@@ -366,7 +366,7 @@ def _adversarial(args) -> dict | None:
             raise UserInputError("--adversarial fgsm_rs is one step from a random start; drop --adv-iters and "
                                  "--adv-no-random-start, or use --adversarial pgd")
         eps = args.adv_eps if args.adv_eps is not None else ADVERSARIAL_DEFAULTS["eps"]
-        given = {"eps": eps, "step": args.adv_step if args.adv_step is not None else round(1.25 * eps, 10),
+        given = {"eps": eps, "step": args.adv_step if args.adv_step is not None else fgsm_rs_step(eps),
                  "iterations": 1, "random_start": True, "fraction": 1.0}
     return {k: v for k, v in given.items() if v is not None}
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from evaluation.harness import evaluate
-from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fill_settings
+from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, adversarial_kind, fgsm_rs_step, fill_settings
 from training.registry import get_estimator
 from training.run import TrainConfig, train
 from training.substitute import SUBSTITUTE_MODEL, train_substitute
@@ -109,14 +109,14 @@ def _text(value) -> str:
 def _adversarial_flags(value: dict) -> list[str]:
     """``--adversarial fgsm_rs --adv-eps E`` for fast adversarial training (every example, one step,
     ``--adv-step`` only where it is not 1.25 eps), else ``--adversarial pgd`` with the keys given."""
-    if value.get("fraction") == 1.0:
+    if adversarial_kind(value) == "fgsm_rs":
         if value.get("iterations", 1) != 1 or not value.get("random_start", True):
             raise UserInputError("an adversarial recipe on every example (fraction 1) is fgsm_rs: one step from a "
                                  "random start; set iterations 1, or fraction 0.5 for PGD training")
         eps = value.get("eps", ADVERSARIAL_DEFAULTS["eps"])
         flags = ["--adversarial", "fgsm_rs", "--adv-eps", _text(eps)]
-        step = value.get("step", round(1.25 * eps, 10))
-        return flags + ([] if step == round(1.25 * eps, 10) else ["--adv-step", _text(step)])
+        step = value.get("step", fgsm_rs_step(eps))
+        return flags + ([] if step == fgsm_rs_step(eps) else ["--adv-step", _text(step)])
     if value.get("fraction", 0.5) != 0.5:
         raise UserInputError(f"adversarial fraction {value['fraction']} has no flag; use 0.5 (pgd) or 1 (fgsm_rs)")
     flags = ["--adversarial", "pgd"]

@@ -99,7 +99,7 @@ class OverfittingGuard(keras.callbacks.Callback):
         super().__init__()
         self.net, self.eps, self.steps, self.drop, self.seed = model, float(eps), int(steps), float(drop), int(seed)
         self.x, self.y = tf.constant(x, tf.float32), tf.constant(y, tf.int64)
-        self.best, self.best_epoch, self.best_weights, self.stopped_epoch = -1.0, None, None, None
+        self.best, self.best_epoch, self.best_weights, self.stopped_epoch, self.last = -1.0, None, None, None, None
 
     def probe_accuracy(self) -> float:
         """PGD accuracy of the current weights on the probe (a fraction)."""

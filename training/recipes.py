@@ -79,6 +79,16 @@ MERGED_FIELDS = ("model_args", "method_args", "adversarial")
 ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
 
 
+def fgsm_rs_step(eps: float) -> float:
+    """The step of fast adversarial training: 1.25 eps (Wong, Rice and Kolter 2020, Algorithm 3)."""
+    return round(1.25 * eps, 10)
+
+
+def adversarial_kind(settings: dict) -> str:
+    """``"fgsm_rs"`` for adversarial settings that replace every example (``fraction`` 1), else ``"pgd"``."""
+    return "fgsm_rs" if settings.get("fraction", ADVERSARIAL_DEFAULTS["fraction"]) == 1.0 else "pgd"
+
+
 def recipe_name(model: str, dataset: str, method: str) -> str:
     return f"{model}/{dataset}/{method}"
 
@@ -116,8 +126,7 @@ def fill_settings(model: str, dataset: str, method: str, given: dict, use_recipe
     for field in RECIPE_FIELDS:
         mine, theirs = given.get(field), (row or {}).get(field)
         if field == "adversarial":
-            if mine is not None and theirs is not None and mine.get("fraction", theirs.get("fraction", 0.5)) != \
-                    theirs.get("fraction", 0.5):
+            if mine is not None and theirs is not None and adversarial_kind({**theirs, **mine}) != adversarial_kind(theirs):
                 theirs = None  # the user asked for another kind (pgd vs fgsm_rs) than the row's: none of it applies
             if mine is None and theirs is None:
                 settings[field] = None
@@ -141,5 +150,14 @@ def fill_settings(model: str, dataset: str, method: str, given: dict, use_recipe
     return settings, applied
 
 
-__all__ = ["ADVERSARIAL_DEFAULTS", "RECIPES", "RECIPE_FIELDS", "fill_settings", "generic_defaults", "get_recipe",
-           "recipe_name"]
+__all__ = [
+    "ADVERSARIAL_DEFAULTS",
+    "RECIPES",
+    "RECIPE_FIELDS",
+    "adversarial_kind",
+    "fgsm_rs_step",
+    "fill_settings",
+    "generic_defaults",
+    "get_recipe",
+    "recipe_name",
+]

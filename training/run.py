@@ -21,6 +21,7 @@ import tensorflow as tf
 
 import zoo
 from training.pipeline import epoch_dataset
+from training.recipes import adversarial_kind
 from training.registry import create_estimator
 from training.trainer import Trainer
 from zoo.data import Dataset, load_dataset
@@ -454,7 +455,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         callbacks.append(_RunLog(ckpt / RUN_LOG, run_log))  # every worker: each resumes from its own backup
         _write_json(ckpt / RUN_LOG, run_log)
     guard = None
-    if config.adversarial is not None and config.adversarial.get("fraction") == 1.0:  # fgsm_rs: every example
+    if config.adversarial is not None and adversarial_kind(config.adversarial) == "fgsm_rs":
         from training.adversarial import OverfittingGuard
         guard = OverfittingGuard(model, data.x_train[:PROBE_EXAMPLES], data.y_train[:PROBE_EXAMPLES],
                                  config.adversarial["eps"], seed=config.seed)
