@@ -17,8 +17,9 @@ The workflow behind ``python benchmarks/make_pretrained.py`` (a thin script over
 
 A recipe is a :class:`Recipe`: model family, data set, gradient estimator and the
 :data:`training.recipes.RECIPE_FIELDS` it sets (what ``glrzoo train`` flags would set). The five
-MNIST MLPs of the GLR table (:data:`GLR_TABLE`) come from ``benchmarks/bench_glr_mnist.py table
---out saved_models/mnist``; the builder only evaluates them.
+784-50-10 MLPs of the GLR authors' MNIST and Fashion-MNIST tables (:data:`GLR_TABLE`) come from
+``benchmarks/bench_glr_mnist.py table [--dataset fashion_mnist] --out saved_models/<data set>``; the
+builder only evaluates them.
 """
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ RECIPES: dict[str, Recipe] = {
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
         epochs=16, lr=0.003, lr_schedule="cosine", model_args={"units": 64}, method_args={"lstm_steps": 16, "sigma": 0.1})),
 }
-GLR_TABLE = ("mnist/bp_sigmoid_ce", "mnist/glr_sigmoid_ce", "mnist/glr_threshold_ce", "mnist/glr_sigmoid_01",
-             "mnist/glr_threshold_01")
+GLR_TABLE_ROWS = ("bp_sigmoid_ce", "glr_sigmoid_ce", "glr_threshold_ce", "glr_sigmoid_01", "glr_threshold_01")
+GLR_TABLE = tuple(f"{d}/{row}" for d in ("mnist", "fashion_mnist") for row in GLR_TABLE_ROWS)
 COMMAND_ROOT = "saved_models"  # --out of the recorded commands, which run from the repository root
 ADVERSARIAL_FLAGS = {"eps": "--adv-eps", "step": "--adv-step", "iterations": "--adv-iters"}
 

@@ -79,6 +79,18 @@ def test_export_layout_and_metadata(exported):
     assert not list(out.parent.glob(".model.tmp-*"))
 
 
+def test_saved_model_stores_each_weight_once(exported):
+    """keras-team/keras#23553: tracking the model beside the endpoints stored every weight twice
+    (the Keras wrappers and the tf.Variables they wrap); the variables file holds each value once."""
+    m, out, _ = exported
+    reader = tf.train.load_checkpoint(str(out / "1" / "variables" / "variables"))
+    stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
+                 if key.endswith("VARIABLE_VALUE"))
+    weights = sum(int(np.prod(w.shape)) for w in m.weights)
+    kernels = sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+    assert kernels <= stored <= weights, (stored, weights)
+
+
 def test_loaded_model_equals_original(exported):
     m, out, x = exported
     m2 = load_model(out)

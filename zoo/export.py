@@ -151,11 +151,13 @@ def _validated_images(images, example_shape, value_range=(0.0, 1.0)):
 
 
 def build_export_archive(model: keras.Model, value_range=(0.0, 1.0)) -> keras.export.ExportArchive:
-    """An ExportArchive tracking ``model`` with the two documented signatures; inputs outside
+    """An ExportArchive serving ``model`` through the two documented signatures; inputs outside
     ``value_range`` (the data set's, e.g. ``(0, 1)`` for pixels) are refused in-graph."""
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")
+    # No archive.track(model): the endpoints capture every variable they read, and tracking the
+    # model as well stores each weight twice (the Keras wrappers and the tf.Variables they wrap;
+    # keras-team/keras#23553), doubling the export on disk and in every server's memory.
     archive = keras.export.ExportArchive()
-    archive.track(model)
 
     def serving_default(images):
         images = _validated_images(images, model.input_shape[1:], value_range)
