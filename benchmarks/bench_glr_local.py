@@ -9,9 +9,17 @@ For one family, trains on the same data, epochs, batch size and schedule (any su
     read-out. A GLR result counts by its margin over this control.
 and prints test accuracy, wall time and peak memory for each (one process, one after another).
 
+``--probe-epochs K`` adds the representation-learning protocol: after each run, its read-out (the
+output layer) is trained again for ``K`` epochs by local GLR with everything below frozen (a
+linear probe of the run's features, started from its weights, with a fresh schedule), so learned
+and random features are compared with equally converged read-outs. The GLR run and the control
+are then compared on the same test points by McNemar's exact test
+(:func:`evaluation.metrics.paired_comparison`).
+
     python benchmarks/bench_glr_local.py cnn6 --epochs 2 --train-limit 10000
     python benchmarks/bench_glr_local.py lstm --epochs 3
     python benchmarks/bench_glr_local.py densenet --epochs 2
+    python benchmarks/bench_glr_local.py densenet_gridpool --epochs 8 --probe-epochs 2   # the README's DenseNet row
     # the global estimator's short-budget numbers in the README (constant learning rate):
     python benchmarks/bench_glr_local.py cnn6 --runs bp,glr --lr-schedule constant --glr-lr 1e-3 --layerwise \
         --epochs 2 --train-limit 10000
@@ -19,18 +27,32 @@ and prints test accuracy, wall time and peak memory for each (one process, one a
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 from common import data_dir, peak_rss_mib
 
+from evaluation.metrics import paired_comparison
 from training.run import TrainConfig, train
 from zoo.data import load_dataset
+from zoo.noise_context import noise_override
 
-SETTINGS = {
-    "cnn6": dict(dataset="mnist", model_args={}),
-    "densenet": dict(dataset="fashion_mnist", model_args={"depth": 10, "growth_rate": 12}),
-    "lstm": dict(dataset="mnist_strokes", model_args={"units": 64}),
+SETTINGS = {  # local: glr_local's options for the family (the control takes the same)
+    "cnn6": dict(dataset="mnist", model_args={}, local={}),
+    "densenet": dict(dataset="fashion_mnist", model_args={"depth": 10, "growth_rate": 12}, local={}),
+    "densenet_gridpool": dict(dataset="fashion_mnist", model_args={"depth": 10, "growth_rate": 12},
+                              local={"head_input": "concat", "sigma": 0.1}),
+    "lstm": dict(dataset="mnist_strokes", model_args={"units": 64}, local={}),
 }
+
+
+def correct(model, data) -> np.ndarray:
+    """``[N]`` booleans: the noise-free model's test predictions that match the labels."""
+    with noise_override(0.0):
+        logits = model.predict(data.x_test, batch_size=500, verbose=0)
+    return np.argmax(logits, -1) == data.y_test
 
 
 def main() -> None:
@@ -45,6 +67,8 @@ def main() -> None:
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--dataset", default=None, help="override the family's data set")
     p.add_argument("--runs", default="bp,glr_local,control", help="comma-separated subset of bp,glr,glr_local,control")
+    p.add_argument("--probe-epochs", type=int, default=0,
+                   help="after each run, train its read-out alone for this many epochs by local GLR (0: no probe)")
     g = p.add_argument_group("global GLR (--runs glr)")
     g.add_argument("--glr-lr", type=float, default=1e-3)
     g.add_argument("--replications", type=int, default=10)
@@ -53,7 +77,7 @@ def main() -> None:
     args = p.parse_args()
     s = SETTINGS[args.family]
     dataset = args.dataset or s["dataset"]
-    data = load_dataset(dataset, data_dir())
+    data = load_dataset(dataset, data_dir()).subset(args.train_limit, args.test_limit)  # the paired test's points too
     common = dict(model=args.family, dataset=dataset, epochs=args.epochs, batch_size=args.batch_size,
                   train_limit=args.train_limit, test_limit=args.test_limit, model_args=s["model_args"], verbose=2,
                   lr_schedule=args.lr_schedule)
@@ -61,20 +85,38 @@ def main() -> None:
         "bp": TrainConfig(method="bp", lr=args.bp_lr, **common),
         "glr": TrainConfig(method="glr", lr=args.glr_lr, method_args=dict(
             replications=args.replications, sigma=args.sigma, baseline=True, layerwise=args.layerwise), **common),
-        "glr_local": TrainConfig(method="glr_local", lr=args.lr, **common),
-        "control": TrainConfig(method="glr_local", lr=args.lr, method_args={"top_only": True}, **common),
+        "glr_local": TrainConfig(method="glr_local", lr=args.lr, method_args=dict(s["local"]), **common),
+        "control": TrainConfig(method="glr_local", lr=args.lr, method_args={**s["local"], "top_only": True}, **common),
     }
-    results = []
+    work = Path(tempfile.mkdtemp(prefix="bench_glr_local-"))
+    results, right = [], {}
     for label in args.runs.split(","):
         t = time.time()
-        meta = train(configs[label], data=data)
-        results.append((label, 100 * meta["metrics"]["test_accuracy"], time.time() - t))
-        print(f"{args.family} {label}: test accuracy {results[-1][1]:.2f}% after {args.epochs} epoch(s) on "
-              f"{meta['dataset']['train_examples']} examples, {results[-1][2]:.0f} s", flush=True)
-    print(f"\n{args.family}, {dataset}, {args.epochs} epoch(s), batch {args.batch_size}, {args.lr_schedule} schedule")
-    print("| run | test accuracy | seconds |\n|---|---|---|")
-    for label, acc, sec in results:
-        print(f"| {label} | {acc:.2f}% | {sec:.0f} |")
+        config = configs[label]
+        if args.probe_epochs:
+            config.out = str(work / label)
+        meta = train(config, data=data)
+        row = [label, 100 * meta["metrics"]["test_accuracy"], None, time.time() - t]
+        print(f"{args.family} {label}: test accuracy {row[1]:.2f}% after {args.epochs} epoch(s) on "
+              f"{meta['dataset']['train_examples']} examples, {row[3]:.0f} s", flush=True)
+        if args.probe_epochs:
+            probe = TrainConfig(method="glr_local", lr=args.lr, method_args={**s["local"], "top_only": True},
+                                init_from=config.out, **{**common, "epochs": args.probe_epochs})
+            meta = train(probe, data=data)
+            row[2], row[3] = 100 * meta["metrics"]["test_accuracy"], time.time() - t
+            print(f"{args.family} {label}: {row[2]:.2f}% after a {args.probe_epochs}-epoch read-out probe", flush=True)
+        right[label] = correct(meta["model"], data)
+        results.append(row)
+    print(f"\n{args.family}, {dataset}, {args.epochs} epoch(s), batch {args.batch_size}, {args.lr_schedule} schedule"
+          + (f", then a {args.probe_epochs}-epoch read-out probe (local GLR, layers below frozen)" if args.probe_epochs
+             else ""))
+    print("| run | test accuracy | after the probe | seconds |\n|---|---|---|---|")
+    for label, acc, probed, sec in results:
+        print(f"| {label} | {acc:.2f}% | {'-' if probed is None else f'{probed:.2f}%'} | {sec:.0f} |")
+    if "glr_local" in right and "control" in right:
+        c = paired_comparison(right["glr_local"], right["control"])
+        print(f"glr_local vs control on the same {c['n']} test points: only glr_local right on {c['only_a']}, "
+              f"only the control on {c['only_b']}; McNemar exact p = {c['p_value']:.3g}")
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
 
 

@@ -37,6 +37,32 @@ def accuracy_row(correct: int, n: int) -> dict:
     return {"n": int(n), "correct": int(correct), "accuracy": correct / n if n else float("nan"), "ci95": [lo, hi]}
 
 
+def paired_comparison(correct_a, correct_b) -> dict:
+    """Two models scored on the same test points: which is more accurate, and is it chance?
+
+    McNemar's exact test (McNemar 1947, "Note on the sampling error of the difference between
+    correlated proportions or percentages", Psychometrika 12(2)): only the points where exactly one
+    model is right carry information; under the null hypothesis of equal accuracy each such point
+    is equally likely to favour either model, so the count favouring ``a`` is Binomial(d, 1/2) with
+    ``d`` the number of discordant points. Paired, so far more sensitive than comparing two
+    independent confidence intervals when the models agree on most points.
+
+    Args:
+        correct_a, correct_b: boolean arrays ``[N]``, whether each model got each point right.
+    Returns:
+        ``{"n", "accuracy_a", "accuracy_b", "only_a", "only_b", "p_value"}`` (two-sided exact p;
+        1.0 when no point is discordant).
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two boolean vectors of one length, got shapes {a.shape} and {b.shape}")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    d = only_a + only_b
+    p_value = float(stats.binomtest(only_a, d, 0.5).pvalue) if d else 1.0
+    return {"n": int(a.size), "accuracy_a": float(a.mean()), "accuracy_b": float(b.mean()),
+            "only_a": only_a, "only_b": only_b, "p_value": p_value}
+
+
 def vote_accuracy(model, x, y, votes: int, stddev: float | None = None) -> float:
     """Share of ``y`` the majority vote of ``votes`` noisy passes gets right (a float in [0, 1]).
 

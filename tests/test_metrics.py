@@ -1,10 +1,11 @@
 """Wilson score interval: contains its point estimate everywhere, matches the closed form inside."""
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
-from evaluation.metrics import accuracy_row, wilson_interval
+from evaluation.metrics import accuracy_row, paired_comparison, wilson_interval
 
 
 @pytest.mark.parametrize("n", [1, 3, 7, 10, 49, 100, 1000, 2000, 10000])
@@ -67,3 +68,24 @@ def test_vote_accuracy_is_the_share_the_majority_vote_gets_right():
     pred = np.argmax(plain.predict(x, verbose=0), -1)
     assert vote_accuracy(plain, x, pred, votes=9, stddev=1.0) == 1.0  # no noisy layer: one plain pass
     assert math.isnan(vote_accuracy(model, x[:0], y[:0], votes=3))
+
+
+def test_paired_comparison_exact_p_and_calibration():
+    """Exact on a hand case, uniform-ish p under the null, and sensitive to a real difference."""
+    a = np.array([True] * 10 + [True] * 5 + [False] * 5)
+    b = np.array([False] * 10 + [True] * 5 + [False] * 5)
+    r = paired_comparison(a, b)
+    assert (r["only_a"], r["only_b"]) == (10, 0)
+    assert r["p_value"] == pytest.approx(2 * 0.5**10)  # both tails of Binomial(10, 1/2)
+    assert paired_comparison(b, b)["p_value"] == 1.0
+    rng = np.random.default_rng(0)
+    # null: two models with the same 80% accuracy, errors independent; 400 trials of 1,000 points
+    false_alarms = np.mean([paired_comparison(rng.random(1000) < 0.8, rng.random(1000) < 0.8)["p_value"] < 0.05
+                            for _ in range(400)])
+    assert false_alarms <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 400), false_alarms  # exact test: level <= 5%
+    # alternative: 2,000 shared points, model a fixes 3% of b's errors and breaks none
+    b = rng.random(2000) < 0.85
+    a = b | (rng.random(2000) < 0.2)
+    assert paired_comparison(a, b)["p_value"] < 1e-6
+    with pytest.raises(ValueError, match="one length"):
+        paired_comparison(a, b[:10])
