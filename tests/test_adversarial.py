@@ -112,6 +112,29 @@ def test_overfitting_guard_stops_on_a_collapse_and_puts_the_best_epochs_weights_
     assert any(not np.array_equal(b, last) for b, last in zip(seen[1], seen[3]))  # training had moved on
 
 
+def test_the_guard_remembers_its_best_epoch_across_a_resume(digits, tmp_path):
+    """A resumed run compares against the best epoch before the interruption and puts its weights back."""
+    from training.adversarial import OverfittingGuard
+
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("mlp", digits.input_shape, 10, hidden=(16,), activation="relu")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    first = OverfittingGuard(model, digits.x_train[:32], digits.y_train[:32], eps=0.3, state_dir=tmp_path)
+    first.probe_accuracy = _Scripted([0.4, 0.7])
+    model.fit(digits.x_train, digits.y_train, epochs=2, batch_size=64, verbose=0, callbacks=[first])
+    best = model.get_weights()  # epoch 2's: the best so far
+    # the process dies here; the resumed run builds a new guard on the same folder
+    second = OverfittingGuard(model, digits.x_train[:32], digits.y_train[:32], eps=0.3, state_dir=tmp_path)
+    assert (second.best, second.best_epoch) == (0.7, 1)
+    second.probe_accuracy = _Scripted([0.6, 0.45])  # 0.6: within 0.2 of 0.7; 0.45: a collapse against 0.7 only
+    history = model.fit(digits.x_train, digits.y_train, initial_epoch=2, epochs=5, batch_size=64, verbose=0,
+                        callbacks=[second])
+    assert len(history.history["loss"]) == 2 and second.record()["stopped_after_epoch"] == 4
+    assert second.record()["best_epoch"] == 2
+    for now, kept in zip(model.get_weights(), best):
+        np.testing.assert_array_equal(now, kept)
+
+
 def test_fgsm_rs_training_records_the_guards_probe(tmp_path):
     from training.run import TrainConfig, train
 

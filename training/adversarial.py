@@ -7,7 +7,10 @@ with any estimator (backprop, BANG, noise-injected training).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import sys
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -93,13 +96,35 @@ class OverfittingGuard(keras.callbacks.Callback):
         eps: L-inf radius of the probe attack (the training eps).
         steps: PGD iterations of the probe.
         drop: fall in probe accuracy (a fraction, 0.2 = 20 points) that counts as collapse.
+        state_dir: where the best epoch so far (its probe accuracy and weights) is kept, so that a
+            run continued with ``--resume`` compares against it and can still put it back (the
+            run's checkpoint folder); ``None``: in memory only.
     """
 
-    def __init__(self, model, x, y, eps: float, steps: int = 10, drop: float = 0.2, seed: int = 0):
+    STATE = "overfitting_guard.json"
+    WEIGHTS = "overfitting_guard_best.weights.h5"
+
+    def __init__(self, model, x, y, eps: float, steps: int = 10, drop: float = 0.2, seed: int = 0,
+                 state_dir: str | Path | None = None):
         super().__init__()
         self.net, self.eps, self.steps, self.drop, self.seed = model, float(eps), int(steps), float(drop), int(seed)
         self.x, self.y = tf.constant(x, tf.float32), tf.constant(y, tf.int64)
         self.best, self.best_epoch, self.best_weights, self.stopped_epoch, self.last = -1.0, None, None, None, None
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None and (self.state_dir / self.STATE).is_file():  # a resumed run
+            state = json.loads((self.state_dir / self.STATE).read_text())
+            self.best, self.best_epoch = float(state["best_probe_accuracy"]), int(state["best_epoch"])
+
+    def _keep_best(self, acc: float, epoch: int) -> None:
+        self.best, self.best_epoch = acc, epoch
+        if self.state_dir is None:
+            self.best_weights = self.net.get_weights()
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.net.save_weights(self.state_dir / self.WEIGHTS)  # before the record that points to it
+        tmp = self.state_dir / (self.STATE + ".tmp")
+        tmp.write_text(json.dumps({"best_probe_accuracy": acc, "best_epoch": epoch}))
+        os.replace(tmp, self.state_dir / self.STATE)
 
     def probe_accuracy(self) -> float:
         """PGD accuracy of the current weights on the probe (a fraction)."""
@@ -112,14 +137,17 @@ class OverfittingGuard(keras.callbacks.Callback):
         if logs is not None:
             logs["pgd_probe_accuracy"] = acc
         if acc > self.best:
-            self.best, self.best_epoch, self.best_weights = acc, epoch, self.net.get_weights()
+            self._keep_best(acc, epoch)
         elif acc < self.best - self.drop:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch is not None:
-            self.net.set_weights(self.best_weights)
+            if self.best_weights is not None:
+                self.net.set_weights(self.best_weights)
+            else:
+                self.net.load_weights(self.state_dir / self.WEIGHTS)
             print(f"fgsm_rs: PGD accuracy on {int(self.y.shape[0])} training examples fell to "
                   f"{self.last:.3f} after epoch {self.stopped_epoch + 1} "
                   f"(best {self.best:.3f} after epoch {self.best_epoch + 1}): catastrophic overfitting (Wong et al. "

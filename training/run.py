@@ -458,7 +458,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     if config.adversarial is not None and adversarial_kind(config.adversarial) == "fgsm_rs":
         from training.adversarial import OverfittingGuard
         guard = OverfittingGuard(model, data.x_train[:PROBE_EXAMPLES], data.y_train[:PROBE_EXAMPLES],
-                                 config.adversarial["eps"], seed=config.seed)
+                                 config.adversarial["eps"], seed=config.seed, state_dir=ckpt)
         callbacks.append(guard)
     ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)
     t0 = time.time()
