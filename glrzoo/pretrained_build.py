@@ -73,6 +73,9 @@ RECIPES: dict[str, Recipe] = {
         lr=0.003)),
     "mnist/cnn6_noise1.0": Recipe("cnn6", "mnist", "bp", dict(
         noise="multiplicative", train_stddev=1.0, epochs=2, lr=0.002, model_args=SMALL_CNN)),
+    "mnist/cnn6_additive1.0": Recipe("cnn6", "mnist", "bp", dict(  # the paper's additive-noise row: frozen BN stats
+        noise="additive", train_stddev=1.0, init_from="mnist/cnn6_bp", freeze_bn_stats=True, epochs=2, lr=0.001,
+        lr_schedule="cosine")),
     "mnist/cnn6_pgd": Recipe("cnn6", "mnist", "bp", dict(  # the black-box defence's target
         noise="multiplicative", adversarial={"eps": 0.3, "step": 0.1, "iterations": 5, "fraction": 0.5}, epochs=3,
         batch_size=100, lr=0.001, lr_schedule="cosine", model_args=SMALL_CNN)),
