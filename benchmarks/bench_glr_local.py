@@ -19,7 +19,7 @@ are then compared on the same test points by McNemar's exact test
     python benchmarks/bench_glr_local.py cnn6 --epochs 2 --train-limit 10000
     python benchmarks/bench_glr_local.py lstm --epochs 3
     python benchmarks/bench_glr_local.py densenet --epochs 2
-    python benchmarks/bench_glr_local.py densenet_gridpool --epochs 8 --probe-epochs 2   # the README's DenseNet row
+    python benchmarks/bench_glr_local.py densenet_gridpool --epochs 5 --probe-epochs 2   # the README's probe rows
     # the global estimator's short-budget numbers in the README (constant learning rate):
     python benchmarks/bench_glr_local.py cnn6 --runs bp,glr --lr-schedule constant --glr-lr 1e-3 --layerwise \
         --epochs 2 --train-limit 10000
