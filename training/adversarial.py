@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from training.files import write_json
 from training.losses import cross_entropy
 from zoo.errors import UserInputError
 
@@ -122,9 +122,7 @@ class OverfittingGuard(keras.callbacks.Callback):
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.net.save_weights(self.state_dir / self.WEIGHTS)  # before the record that points to it
-        tmp = self.state_dir / (self.STATE + ".tmp")
-        tmp.write_text(json.dumps({"best_probe_accuracy": acc, "best_epoch": epoch}))
-        os.replace(tmp, self.state_dir / self.STATE)
+        write_json(self.state_dir / self.STATE, {"best_probe_accuracy": acc, "best_epoch": epoch})
 
     def probe_accuracy(self) -> float:
         """PGD accuracy of the current weights on the probe (a fraction)."""

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import platform
 import shutil
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from training.files import write_json
 from training.pipeline import epoch_dataset
 from training.recipes import adversarial_kind
 from training.registry import create_estimator
@@ -289,14 +289,7 @@ class _RunLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         part = self.log["parts"][-1]
         part.update(end_epoch=epoch + 1, seconds=round(time.time() - self.t0, 2))
-        _write_json(self.path, self.log)
-
-
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+        write_json(self.path, self.log)
 
 
 def _read_run_log(ckpt: Path) -> dict | None:
@@ -453,7 +446,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         callbacks.append(keras.callbacks.BackupAndRestore(str(ckpt), double_checkpoint=True, delete_checkpoint=False))
         callbacks.append(_ApplyRecipe(config.lr))
         callbacks.append(_RunLog(ckpt / RUN_LOG, run_log))  # every worker: each resumes from its own backup
-        _write_json(ckpt / RUN_LOG, run_log)
+        write_json(ckpt / RUN_LOG, run_log)
     guard = None
     if config.adversarial is not None and adversarial_kind(config.adversarial) == "fgsm_rs":
         from training.adversarial import OverfittingGuard
