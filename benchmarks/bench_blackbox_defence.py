@@ -10,10 +10,16 @@ source (else the last). Prints the target's accuracy at each inference stddev wi
 ``--votes`` votes, the source's own accuracy on its examples, wall time and peak memory.
 
     python benchmarks/bench_blackbox_defence.py --source mnist/madry_cnn_fgsm_rs --target mnist/cnn6_adv
+
+The full test set takes about two hours of PGD on 2 CPU cores: ``--cache DIR`` keeps each finished
+chunk's adversarial examples there, so an interrupted run started again with the same arguments
+attacks only the chunks it has not finished.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from pathlib import Path
 
@@ -35,6 +41,38 @@ def accuracy(pred, y) -> float:
     return 100.0 * float(np.mean(np.asarray(pred) == y))
 
 
+def cached_attack(fn, x, y, args, start: int) -> np.ndarray:
+    """PGD on one chunk, read from / written to ``args.cache`` when given (written atomically)."""
+    stop = start + len(x)
+    path = Path(args.cache) / f"adv_{start:05d}_{stop:05d}.npy" if args.cache else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    adv = attack("pgd", fn, x, y, args.eps, steps=args.iterations, step_size=args.step,
+                 restarts=args.restarts).numpy()
+    if path is not None:
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, adv)
+        os.replace(tmp, path)
+        print(f"  chunk {start}-{stop} attacked and kept in {path}", flush=True)
+    return adv
+
+
+def check_cache(args) -> None:
+    """Make ``args.cache`` and refuse one made with other attack settings (its chunks would mix)."""
+    keys = ("source", "eps", "step", "iterations", "restarts", "chunk")
+    want = {k: getattr(args, k) for k in keys}
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    record = cache / "settings.json"
+    if record.is_file():
+        have = json.loads(record.read_text())
+        if have != want:
+            raise SystemExit(f"error: {cache} holds examples made with {have}, not {want}; "
+                             "pass another --cache folder")
+    else:
+        record.write_text(json.dumps(want, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="export folder or pretrained name of the attacked net")
@@ -47,15 +85,17 @@ def main() -> None:
     p.add_argument("--votes", type=int, default=20)
     p.add_argument("--test-limit", type=int, default=None, help="first N test points (default: all 10,000)")
     p.add_argument("--chunk", type=int, default=1000, help="test points attacked at once")
+    p.add_argument("--cache", default=None, help="folder keeping each attacked chunk, so a rerun resumes")
     args = p.parse_args()
+    if args.cache:
+        check_cache(args)
 
     data = load_dataset("mnist", data_dir())
     x, y = data.x_test[:args.test_limit], data.y_test[:args.test_limit]
     source, target = load(args.source), load(args.target)
     t = time.time()
     fn = logits_fn(source, stddev=0.0)
-    adv = np.concatenate([attack("pgd", fn, x[i:i + args.chunk], y[i:i + args.chunk], args.eps,
-                                 steps=args.iterations, step_size=args.step, restarts=args.restarts).numpy()
+    adv = np.concatenate([cached_attack(fn, x[i:i + args.chunk], y[i:i + args.chunk], args, i)
                           for i in range(0, len(x), args.chunk)])
     attack_s = time.time() - t
     assert float(np.max(np.abs(adv - x))) <= args.eps + 1e-6
