@@ -279,6 +279,12 @@ def test_bad_settings_are_refused():
     ("conv_bn", {"grouping": "channels", "group_size": 2}),
     pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat"}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
+    # predsim (Nøkland and Eidnes 2019): the row decomposition, the closed-form centred norms and
+    # 3 random partners per row (of 5) must still average to the full similarity matrix's gradient
+    ("conv_bn", {"grouping": "channels", "group_size": 2, "sim_weight": 0.7, "sim_partners": 3}),
+    pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat", "sim_weight": 0.7},
+                 marks=LARGE),
+    pytest.param("dense", {"sim_weight": 0.7, "sim_partners": 3}, marks=LARGE),
 ])
 def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     """``local_bp`` (tape) is the exact gradient of the objectives local GLR estimates: the mean of
@@ -294,7 +300,8 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     heads = estimator.auxiliary(model)
     tf.random.set_seed(11)
     g = glr_estimates(estimator, model, heads, x, y, 150)
-    exact = local_bp(grid=2, lstm_steps=lstm_steps)(model, x, y, 0, aux=heads).grads
+    exact = local_bp(grid=2, lstm_steps=lstm_steps, sim_weight=options.get("sim_weight", 0.0))(
+        model, x, y, 0, aux=heads).grads
     e = np.concatenate([np.ravel(v) for v in exact])
     se = g.std(0, ddof=1) / np.sqrt(len(g))
     assert np.abs(e).max() > 1e-3 and (np.abs(e) > 1e-6).sum() > 10

@@ -137,6 +137,15 @@ class LocalHeads(keras.layers.Layer):
             return tf.einsum("nhwc,hi,wj->nijc", y, ph, pw)
         return y
 
+    def sim_features(self, layer, y: tf.Tensor, x: tf.Tensor | None = None) -> tf.Tensor:
+        """``[N, D]``: what the similarity loss compares, the head's pooled view of the output ``y``
+        (and, for a head that reads it, of the input ``x``), flattened."""
+        n = tf.shape(y)[0]
+        parts = [tf.reshape(self.pooled(layer, y), [n, -1])]
+        if layer.name in self.input_kernels:
+            parts.append(tf.reshape(self.pooled_input(layer, x), [n, -1]))
+        return tf.concat(parts, -1)
+
     def linear_map(self, layer) -> tf.Tensor:
         """``A`` with ``logits = sum(y * A) + b``: ``[H, W, C, K]`` for conv, ``[D, K]`` otherwise."""
         w = self.kernels[layer.name]
@@ -159,6 +168,30 @@ class LocalHeads(keras.layers.Layer):
             q, wx = self.pooled_input(layer, x), self.input_kernels[layer.name]
             out = out + (tf.einsum("nijc,ijck->nk", q, wx) if layer.name in self.input_pool else tf.matmul(q, wx))
         return out
+
+
+def cosine_similarity(features: tf.Tensor) -> tf.Tensor:
+    """``[N, D] -> [N, N]``: cosine similarity of the examples' features, each centred on its own mean.
+
+    Nøkland and Eidnes (ICML 2019, "Training neural networks with local error signals", sec. 3.2,
+    the similarity matrix ``S(X)``): ``S_ij = c_i . c_j / (|c_i| |c_j|)`` with ``c_i = x_i - mean(x_i)``.
+    """
+    c = features - tf.reduce_mean(features, -1, keepdims=True)
+    c = c * tf.math.rsqrt(tf.reduce_sum(tf.square(c), -1, keepdims=True) + 1e-8)
+    return tf.matmul(c, c, transpose_b=True)
+
+
+def similarity_loss(features: tf.Tensor, y: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """The "sim" local loss of Nøkland and Eidnes (2019, eq. 2): ``mean_ij (S(f)_ij - S(onehot(y))_ij)^2``.
+
+    ``features`` ``[N, D]`` (a layer's pooled output), ``y`` ``[N]`` integer labels; a scalar. It asks
+    examples of one class to look alike and examples of different classes to differ, in every
+    direction of the features, where a linear prediction head asks only for what separates the
+    classes along ``K`` directions; they report that adding it ("predsim") brings local learning
+    close to backprop.
+    """
+    target = cosine_similarity(tf.one_hot(y, num_classes))
+    return tf.reduce_mean(tf.square(cosine_similarity(features) - target))
 
 
 def check_head_input(head_input: str) -> None:
@@ -209,6 +242,11 @@ class LocalGLR:
             only (0: every step). Early steps of a stroke sequence are padding or a fraction of the
             digit, so their per-step targets are mostly noise; noise at steps outside the window is
             not drawn and gets no credit (the estimate stays unbiased for the windowed objective).
+        sim_weight: ``beta`` of the "predsim" local loss (Nøkland and Eidnes 2019): a conv or dense
+            layer's objective is ``(1 - beta) * pred + beta * sim`` with :func:`similarity_loss` on
+            its head's pooled features (0: the prediction loss alone). See :meth:`LocalGLR._sim_change`.
+        sim_partners: ``M``, the batch examples each example's similarity row is compared with per
+            step, drawn at random (an unbiased estimate of the row; cost and memory grow with ``M``).
     """
 
     loss: str = "ce"
@@ -223,6 +261,8 @@ class LocalGLR:
     top_only: bool = False
     lstm_steps: int = 0
     head_input: str = "output"
+    sim_weight: float = 0.0
+    sim_partners: int = 16
 
     log_names = ()
 
@@ -241,6 +281,9 @@ class LocalGLR:
         if self.lstm_steps < 0:
             raise UserInputError(f"lstm_steps must be >= 0 (0: every step), got {self.lstm_steps}")
         check_head_input(self.head_input)
+        if not 0.0 <= self.sim_weight <= 1.0 or self.sim_partners < 1:
+            raise UserInputError(f"sim_weight must be in [0, 1] and sim_partners >= 1, "
+                                 f"got {self.sim_weight} and {self.sim_partners}")
         if self.group_size < 1 or self.grid < 1:
             raise UserInputError(f"group_size and grid must be >= 1, got {self.group_size} and {self.grid}")
 
@@ -279,7 +322,8 @@ class LocalGLR:
             if not last:
                 head_seed = tf.random.experimental.stateless_fold_in(seed, 1)
                 for v, grad in zip(aux.head_variables(record.layer), self._head_gradients(record, y, aux, head_seed)):
-                    head_grads[head_index[id(v)]] += grad / n
+                    # the head's share of the layer's objective (1 - beta) pred + beta sim
+                    head_grads[head_index[id(v)]] += grad * (1.0 - self.sim_weight) / n
         loss = tf.reduce_mean(get_loss(self.loss)(logits, y))
         return Estimate(grads + head_grads, loss, logits, {})
 
@@ -358,10 +402,87 @@ class LocalGLR:
                 shape = tf.concat([tf.shape(delta)[:-1], [c // size, size]], 0)
                 a_g = tf.reshape(a, [a.shape[0], a.shape[1], c // size, size, a.shape[-1]])
                 d = tf.einsum("nrhwgs,hwgsk->nrhwgk", tf.reshape(delta, shape), a_g)
-                change = tf.repeat(self._loss_change(clean_logits, d, y), size, axis=-1)  # [N, R, H, W, C]
+                change = self._loss_change(clean_logits, d, y)  # [N, R, H, W, G]
+                if self.sim_weight:
+                    sim = self._sim_change(record, aux, y_clean, delta, size, y, seed)
+                    change = (1.0 - self.sim_weight) * change + self.sim_weight * sim
+                change = tf.repeat(change, size, axis=-1)  # [N, R, H, W, C]
             else:  # one unit per loss
                 change = self._loss_change(clean_logits, delta[..., None] * a, y)
+                if self.sim_weight:
+                    sim = self._sim_change(record, aux, y_clean, delta, 1, y, seed)
+                    change = (1.0 - self.sim_weight) * change + self.sim_weight * sim
         return tf.reduce_mean(change * e, axis=1) / self.sigma**2
+
+    def _sim_change(self, record: LocalRecord, aux: LocalHeads, y_clean, delta, size: int, y, seed) -> tf.Tensor:
+        """Per-group change of the similarity loss, ``[N, R, *groups]``, for the noise in ``delta``.
+
+        The similarity loss (:func:`similarity_loss`, Nøkland and Eidnes 2019, eq. 2) couples the
+        examples of a batch: ``L = 1/N^2 sum_ij (S_ij - T_ij)^2``. Its gradient with respect to
+        example ``i``'s features ``f_i`` equals ``1/N`` times that of the row loss
+        ``l_i = 2/N sum_{j != i} (S_ij - T_ij)^2`` with every other example held clean (``S`` is
+        symmetric, ``S_ii = 1``), so ``l_i`` is the per-example loss whose change each group's noise
+        is scored with, as the prediction loss's is. The sum over ``j`` is estimated from ``M``
+        partners ``j = (i + o_m) mod N`` with offsets ``o_m`` uniform on ``1..N-1``, scaled by
+        ``(N - 1) / M``: unbiased, as the estimator is linear in the loss.
+
+        A group's noise moves ``f_i`` by ``u`` in the group's slots of its cell (``u`` = the output
+        change times the cell's averaging weight). With ``c = f - mean(f)`` (each ``c_j`` sums to
+        zero) the centred dot products and norms update in closed form::
+
+            c_i' . c_j = c_i . c_j + u . c_j[slots]
+            |c_i'|^2   = |c_i|^2 + 2 u . c_i[slots] + |u|^2 - (sum u)^2 / D
+
+        so no replicated feature vector is ever built: the cost is ``M`` elementwise products
+        over the ``[N, R, ...]`` output change.
+
+        Args:
+            y_clean: the layer's clean output ``[N, ...]``; ``delta``: noisy minus clean,
+                ``[N, R, ...]``; ``size``: units per group along the last axis (1 for dense
+                layers and ``unit`` grouping).
+        """
+        layer = record.layer
+        feats = aux.sim_features(layer, y_clean, record.inputs["x"])  # [N, D]
+        n_int = tf.shape(feats)[0]
+        n = tf.cast(n_int, tf.float32)
+        dim = tf.cast(tf.shape(feats)[1], tf.float32)
+        c = feats - tf.reduce_mean(feats, -1, keepdims=True)
+        nu2 = tf.reduce_sum(tf.square(c), -1)  # [N]
+        nu = tf.sqrt(nu2 + 1e-8)
+        dots = tf.matmul(c, c, transpose_b=True)  # [N, N]
+        target = cosine_similarity(tf.one_hot(y, aux.num_classes))
+        out_dim = int(np.prod(y_clean.shape[1:]))
+        if layer.name in aux.pool:  # the output's slots, spread back over the positions of their cells
+            ph, pw = aux.pool[layer.name]
+            pooled_shape = aux.pooled(layer, y_clean).shape[1:]
+            c_out = tf.reshape(c[:, :int(np.prod(pooled_shape))], [-1, *pooled_shape])
+            spread = tf.einsum("nijc,hi,wj->nhwc", c_out, ph, pw)  # [N, H, W, C]
+            weight = (tf.reduce_sum(ph, 1)[:, None] * tf.reduce_sum(pw, 1)[None, :])[:, :, None]  # [H, W, 1]
+        else:
+            spread, weight = c[:, :out_dim], tf.ones([1])
+        units = delta.shape[-1]
+        grouped = lambda t: tf.reshape(t, tf.concat([tf.shape(t)[:-1], [units // size, size]], 0))  # noqa: E731
+        d = grouped(delta)  # [N, R, ..., G, S]
+        u = grouped(delta * weight)
+        self_dot = tf.reduce_sum(d * grouped(spread)[:, None], -1)  # [N, R, ..., G]
+        extra = len(self_dot.shape) - 2
+        col = lambda t: tf.reshape(t, tf.concat([tf.shape(t), tf.ones([1 + extra], tf.int32)], 0))  # noqa: E731
+        nu2_new = col(nu2) + 2.0 * self_dot + tf.reduce_sum(tf.square(u), -1) - tf.square(tf.reduce_sum(u, -1)) / dim
+        nu_new = tf.sqrt(tf.maximum(nu2_new, 0.0) + 1e-8)
+        offsets = tf.random.stateless_uniform([self.sim_partners], tf.random.experimental.stateless_fold_in(seed, 2),
+                                              minval=1, maxval=tf.maximum(n_int, 2), dtype=tf.int32)
+        rows = tf.range(n_int)
+        total = tf.zeros_like(self_dot)
+        for m in range(self.sim_partners):
+            partner = tf.math.floormod(rows + offsets[m], n_int)
+            pick = tf.stack([rows, partner], 1)
+            base, t = tf.gather_nd(dots, pick), tf.gather_nd(target, pick)  # [N]
+            nu_j = tf.gather(nu, partner)
+            cross = tf.reduce_sum(d * grouped(tf.gather(spread, partner))[:, None], -1)  # [N, R, ..., G]
+            new = (col(base) + cross) / (nu_new * col(nu_j))
+            old = base / (nu * nu_j)
+            total += tf.square(new - col(t)) - col(tf.square(old - t))
+        return total * (2.0 * (n - 1.0) / (n * self.sim_partners))
 
     def _head_gradients(self, record: LocalRecord, y, aux: LocalHeads, seed) -> list:
         """GLR gradients of a head's variables (:meth:`LocalHeads.head_variables`: kernel, bias,
@@ -410,6 +531,10 @@ OPTIONS = (
            help="local GLR: train only the output layer (the random-features control)"),
     Option("--head-input", "head_input", choices=("output", "concat"),
            help="local GLR: a conv or dense layer's head reads its output only, or its input too (concat)"),
+    Option("--sim-weight", "sim_weight", float,
+           help="local GLR: beta of the predsim local loss, (1 - beta) pred + beta sim (default 0: pred only)"),
+    Option("--sim-partners", "sim_partners", int,
+           help="local GLR: batch examples each similarity row is compared with per step (default 16)"),
 )
 
 
@@ -424,7 +549,8 @@ def search_space(hp) -> dict:
                     description="Local, group-wise likelihood-ratio gradients (forward passes only; conv, dense, LSTM)")
 def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: int = 16, sigma: float = 0.5,
               head_sigma: float = 1.0, grouping: str = "channels", group_size: int = 4, grid: int = 4, antithetic: bool = True,
-              top_only: bool = False, lstm_steps: int = 0, head_input: str = "output") -> LocalGLR:
+              top_only: bool = False, lstm_steps: int = 0, head_input: str = "output",
+              sim_weight: float = 0.0, sim_partners: int = 16) -> LocalGLR:
     """Local, group-wise likelihood-ratio estimator (see :class:`LocalGLR`).
 
     Example:
@@ -433,4 +559,5 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
     """
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
                     head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
-                    top_only=top_only, lstm_steps=lstm_steps, head_input=head_input)
+                    top_only=top_only, lstm_steps=lstm_steps, head_input=head_input, sim_weight=sim_weight,
+                    sim_partners=sim_partners)

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from training.estimators import Estimate
 from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
-from training.glr_local import LocalHeads, check_head_input, local_heads
+from training.glr_local import LocalHeads, check_head_input, local_heads, similarity_loss
 from training.losses import DIFFERENTIABLE, get_loss
 from training.registry import register_estimator
 from zoo.errors import UserInputError
@@ -48,6 +48,9 @@ class LocalBackprop:
         lstm_steps: an LSTM's per-step losses at its last ``lstm_steps`` steps only (0: every step).
         top_only: train only the output layer (the random-features control).
         head_input: ``"output"`` or ``"concat"`` (heads read the layer's input too), as ``glr_local``'s.
+        sim_weight: ``beta`` of Nøkland and Eidnes's (2019) "predsim" loss: a conv or dense layer's
+            local objective is ``(1 - beta) * pred + beta * sim`` (:func:`similarity_loss` on the
+            head's pooled features); 0 keeps the prediction loss alone.
     """
 
     loss: str = "ce"
@@ -55,6 +58,7 @@ class LocalBackprop:
     lstm_steps: int = 0
     top_only: bool = False
     head_input: str = "output"
+    sim_weight: float = 0.0
 
     log_names = ()
 
@@ -65,6 +69,8 @@ class LocalBackprop:
         if self.grid < 1 or self.lstm_steps < 0:
             raise UserInputError(f"grid must be >= 1 and lstm_steps >= 0, got {self.grid} and {self.lstm_steps}")
         check_head_input(self.head_input)
+        if not 0.0 <= self.sim_weight <= 1.0:
+            raise UserInputError(f"sim_weight must be in [0, 1], got {self.sim_weight}")
 
     def config(self) -> dict:
         return {"method": "local_bp", **dataclasses.asdict(self)}
@@ -110,8 +116,11 @@ class LocalBackprop:
                     labels = tf.broadcast_to(y[:, None], tf.shape(head)[:-1])
                     local = tf.reduce_mean(fn(tf.reshape(head, [-1, head.shape[-1]]), tf.reshape(labels, [-1])))
                 else:  # a layer's weights reach its output only through its own pre-activation
-                    head = aux.logits(layer, layer.activate(record.preactivation), tf.stop_gradient(record.inputs["x"]))
-                    local = tf.reduce_mean(fn(head, y))
+                    out, inp = layer.activate(record.preactivation), tf.stop_gradient(record.inputs["x"])
+                    local = tf.reduce_mean(fn(aux.logits(layer, out, inp), y))
+                    if self.sim_weight:
+                        sim = similarity_loss(aux.sim_features(layer, out, inp), y, aux.num_classes)
+                        local = (1.0 - self.sim_weight) * local + self.sim_weight * sim
                 variables = layer.trainable_variables + aux.head_variables(layer)
                 objectives.append((variables, local))
             loss = tf.reduce_mean(fn(logits, y))
@@ -125,14 +134,16 @@ class LocalBackprop:
 
 
 @register_estimator("local_bp", options=tuple(o for o in GLR_LOCAL_OPTIONS if o.kwarg in ("grid", "lstm_steps",
-                                                                                          "top_only", "head_input")),
+                                                                                          "top_only", "head_input",
+                                                                                          "sim_weight")),
                     description="Backprop of local GLR's local objectives (DGL): the ceiling of local training")
 def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: bool = False,
-             head_input: str = "output") -> LocalBackprop:
+             head_input: str = "output", sim_weight: float = 0.0) -> LocalBackprop:
     """Exact gradients of the local objectives ``glr_local`` estimates (see :class:`LocalBackprop`).
 
     Example:
         >>> model = zoo.create_model("cnn6", (28, 28, 1), 10)
         >>> trainer = Trainer(model, local_bp(grid=4))
     """
-    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only, head_input=head_input)
+    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only, head_input=head_input,
+                         sim_weight=sim_weight)
