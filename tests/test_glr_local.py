@@ -267,6 +267,13 @@ def test_bad_settings_are_refused():
         glr_local(grouping="rows")
     with pytest.raises(ValueError, match="lstm_steps"):
         glr_local(lstm_steps=-1)
+    with pytest.raises(ValueError, match="sim_weight"):
+        glr_local(sim_weight=1.5)
+    with pytest.raises(ValueError, match="sim_partners"):
+        glr_local(sim_weight=0.5, sim_partners=0)
+    from training.local_bp import local_bp
+    with pytest.raises(ValueError, match="sim_weight"):
+        local_bp(sim_weight=-0.1)
     with pytest.raises(ValueError, match="group_size"):
         model = small_model("conv_bn")
         est = glr_local(grouping="channels", group_size=3)
