@@ -16,6 +16,13 @@ and random features are compared with equally converged read-outs. The GLR run a
 are then compared on the same test points by McNemar's exact test
 (:func:`evaluation.metrics.paired_comparison`).
 
+``--linear-probe`` is the converged version of the same protocol, the one representation learning
+uses (e.g. Chen et al. 2020, SimCLR's linear evaluation): the features the output layer reads
+(standardised) are fit by multinomial logistic regression to convergence (scikit-learn, lbfgs),
+the regularisation picked on the last sixth of the training set from a small grid, and the
+test predictions of the GLR run and the control are compared by McNemar's exact test. No
+read-out budget can then favour either side.
+
     python benchmarks/bench_glr_local.py cnn6 --epochs 2 --train-limit 10000
     python benchmarks/bench_glr_local.py lstm --epochs 3
     python benchmarks/bench_glr_local.py densenet --epochs 2
@@ -37,7 +44,10 @@ from common import data_dir, peak_rss_mib
 from evaluation.metrics import paired_comparison
 from training.run import TrainConfig, train
 from zoo.data import load_dataset
+from zoo.noise import noisy_layers
 from zoo.noise_context import noise_override
+
+PROBE_C = (0.003, 0.01, 0.1)  # inverse L2 strengths tried by --linear-probe
 
 SETTINGS = {  # local: glr_local's options for the family (the control takes the same)
     "cnn6": dict(dataset="mnist", model_args={}, local={}),
@@ -55,6 +65,28 @@ def correct(model, data) -> np.ndarray:
     return np.argmax(logits, -1) == data.y_test
 
 
+def linear_probe(model, data, grid=PROBE_C) -> tuple[np.ndarray, float]:
+    """Converged linear probe: ``([N_test] booleans, chosen C)`` of logistic regression on the
+    noise-free features the output layer reads, standardised; ``C`` picked on the last sixth of
+    the training set, then refit on all of it."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    features = keras.Model(model.input, noisy_layers(model)[-1].input)
+    with noise_override(0.0):
+        f_train, f_test = (features.predict(x, batch_size=500, verbose=0).reshape(len(x), -1)
+                           for x in (data.x_train, data.x_test))
+    fit = len(f_train) - len(f_train) // 6
+    mu, sd = f_train[:fit].mean(0), f_train[:fit].std(0) + 1e-6
+    f_train, f_test = (f_train - mu) / sd, (f_test - mu) / sd
+
+    def model_with(c, rows):
+        return LogisticRegression(C=c, max_iter=300).fit(f_train[:rows], data.y_train[:rows])
+
+    best = max(grid, key=lambda c: model_with(c, fit).score(f_train[fit:], data.y_train[fit:]))
+    return model_with(best, len(f_train)).predict(f_test) == data.y_test, best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("family", choices=sorted(SETTINGS))
@@ -69,12 +101,16 @@ def main() -> None:
     p.add_argument("--runs", default="bp,glr_local,control", help="comma-separated subset of bp,glr,glr_local,control")
     p.add_argument("--probe-epochs", type=int, default=0,
                    help="after each run, train its read-out alone for this many epochs by local GLR (0: no probe)")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="after each run, fit a logistic regression to convergence on its output layer's input features")
     g = p.add_argument_group("global GLR (--runs glr)")
     g.add_argument("--glr-lr", type=float, default=1e-3)
     g.add_argument("--replications", type=int, default=10)
     g.add_argument("--sigma", type=float, default=1.0)
     g.add_argument("--layerwise", action="store_true")
     args = p.parse_args()
+    if args.probe_epochs and args.linear_probe:
+        p.error("--probe-epochs and --linear-probe are two versions of one protocol: pass one")
     s = SETTINGS[args.family]
     dataset = args.dataset or s["dataset"]
     data = load_dataset(dataset, data_dir()).subset(args.train_limit, args.test_limit)  # the paired test's points too
@@ -106,10 +142,15 @@ def main() -> None:
             row[2], row[3] = 100 * meta["metrics"]["test_accuracy"], time.time() - t
             print(f"{args.family} {label}: {row[2]:.2f}% after a {args.probe_epochs}-epoch read-out probe", flush=True)
         right[label] = correct(meta["model"], data)
+        if args.linear_probe:
+            probed, c_best = linear_probe(meta["model"], data)
+            row[2], row[3] = 100 * probed.mean(), time.time() - t
+            right[label] = probed
+            print(f"{args.family} {label}: {row[2]:.2f}% by a converged linear probe (C = {c_best})", flush=True)
         results.append(row)
     print(f"\n{args.family}, {dataset}, {args.epochs} epoch(s), batch {args.batch_size}, {args.lr_schedule} schedule"
           + (f", then a {args.probe_epochs}-epoch read-out probe (local GLR, layers below frozen)" if args.probe_epochs
-             else ""))
+             else "") + (", then a converged linear probe" if args.linear_probe else ""))
     print("| run | test accuracy | after the probe | seconds |\n|---|---|---|---|")
     for label, acc, probed, sec in results:
         print(f"| {label} | {acc:.2f}% | {'-' if probed is None else f'{probed:.2f}%'} | {sec:.0f} |")
