@@ -47,7 +47,7 @@ from zoo.data import load_dataset
 from zoo.noise import noisy_layers
 from zoo.noise_context import noise_override
 
-PROBE_C = (0.003, 0.01, 0.1)  # inverse L2 strengths tried by --linear-probe
+PROBE_C = (0.003, 0.01, 0.1, 1.0)  # inverse L2 strengths tried by --linear-probe
 
 SETTINGS = {  # local: glr_local's options for the family (the control takes the same)
     "cnn6": dict(dataset="mnist", model_args={}, local={}),
