@@ -97,6 +97,13 @@ RECIPES: dict[str, Recipe] = {
         noise="multiplicative", train_stddev=1.0, epochs=4, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
     "fashion_mnist/densenet_glr_local": Recipe("densenet", "fashion_mnist", "glr_local", dict(
         epochs=4, lr=0.003, lr_schedule="cosine", model_args=DENSENET10)),
+    # the grid read-out variant (its classifier reads a 4 x 4 grid of averages): local GLR with heads that read
+    # the layer's input too; the converged linear probe puts its features above random ones (README)
+    "fashion_mnist/densenet_gridpool_glr_local": Recipe("densenet_gridpool", "fashion_mnist", "glr_local", dict(
+        epochs=8, lr=0.003, lr_schedule="cosine", model_args=DENSENET10, method_args={"head_input": "concat",
+                                                                                      "sigma": 0.1})),
+    "fashion_mnist/densenet_gridpool_bp": Recipe("densenet_gridpool", "fashion_mnist", "bp", dict(
+        epochs=8, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
         epochs=16, lr=0.003, lr_schedule="cosine", model_args={"units": 64}, method_args={"lstm_steps": 16, "sigma": 0.1})),
 }

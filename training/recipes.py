@@ -69,6 +69,15 @@ RECIPES: dict[tuple[str, str, str], dict] = {
     # DenseNet depth 10, growth 12 on Fashion-MNIST, backprop: 88.54% (7 min on 2 cores of a 16-core machine)
     ("densenet", "fashion_mnist", "bp"): dict(epochs=4, lr=1e-3, lr_schedule="cosine",
                                               model_args={"depth": 10, "growth_rate": 12}),
+    # its grid read-out variant by local GLR, heads reading the layer's input too, estimator noise sigma 0.1: 87.94%
+    # (8 epochs, 109 min on a shared 2-core CPU; its random-features control 88.22%; under a converged linear probe
+    # its features 90.07% against random ones' 89.60%, and the 5-epoch run's 90.33%, McNemar p = 0.006)
+    ("densenet_gridpool", "fashion_mnist", "glr_local"): dict(epochs=8, lr=3e-3, lr_schedule="cosine",
+                                                              model_args={"depth": 10, "growth_rate": 12},
+                                                              method_args={"head_input": "concat", "sigma": 0.1}),
+    # its backprop twin: 92.79% (8 epochs, 45 min on a shared 2-core CPU)
+    ("densenet_gridpool", "fashion_mnist", "bp"): dict(epochs=8, lr=1e-3, lr_schedule="cosine",
+                                                       model_args={"depth": 10, "growth_rate": 12}),
 }
 
 RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weight_decay", "noise", "train_stddev",
