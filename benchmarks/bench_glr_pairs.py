@@ -10,7 +10,7 @@ substitute (made here, not shipped), SPSA (gradient-free), white-box PGD, the co
 only: the pixel attacks and corruptions are defined on ``[0, 1]`` images, so the stroke LSTM pair
 gets clean accuracy and noisy voting instead.
 
-    python benchmarks/bench_glr_pairs.py [--n 500] [--pairs cnn6,densenet,lstm]
+    python benchmarks/bench_glr_pairs.py [--n 500] [--pairs cnn6,densenet,densenet_gridpool,lstm]
     # the README's white-box rows: clean + white-box with AutoAttack at eps 0.1 on 200 points
     python benchmarks/bench_glr_pairs.py --pairs cnn6 --n 200 --suites clean,whitebox --eps 0.1 --autoattack
 """
@@ -29,6 +29,7 @@ from zoo.data import load_dataset
 PAIRS = {
     "cnn6": ("mnist", "mnist/cnn6_glr_local", "mnist/cnn6_bp"),
     "densenet": ("fashion_mnist", "fashion_mnist/densenet_glr_local", "fashion_mnist/densenet_bp"),
+    "densenet_gridpool": ("fashion_mnist", "fashion_mnist/densenet_gridpool_glr_local", "fashion_mnist/densenet_gridpool_bp"),
     "lstm": ("mnist_strokes", "mnist_strokes/lstm_glr_local", "mnist_strokes/lstm"),
 }
 
