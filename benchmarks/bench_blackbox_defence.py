@@ -27,6 +27,7 @@ import numpy as np
 from common import data_dir, peak_rss_mib
 
 from evaluation.attacks import attack, logits_fn
+from training.files import write_json
 from zoo.data import load_dataset
 from zoo.export import load_model
 from zoo.pretrained import load_pretrained
@@ -62,15 +63,11 @@ def check_cache(args) -> None:
     keys = ("source", "eps", "step", "iterations", "restarts", "chunk")
     want = {k: getattr(args, k) for k in keys}
     cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
     record = cache / "settings.json"
-    if record.is_file():
-        have = json.loads(record.read_text())
-        if have != want:
-            raise SystemExit(f"error: {cache} holds examples made with {have}, not {want}; "
-                             "pass another --cache folder")
-    else:
-        record.write_text(json.dumps(want, indent=1))
+    if not record.is_file():
+        write_json(record, want)  # makes the folder
+    elif (have := json.loads(record.read_text())) != want:
+        raise SystemExit(f"error: {cache} holds examples made with {have}, not {want}; pass another --cache folder")
 
 
 def main() -> None:

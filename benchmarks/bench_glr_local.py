@@ -141,12 +141,13 @@ def main() -> None:
             meta = train(probe, data=data)
             row[2], row[3] = 100 * meta["metrics"]["test_accuracy"], time.time() - t
             print(f"{args.family} {label}: {row[2]:.2f}% after a {args.probe_epochs}-epoch read-out probe", flush=True)
-        right[label] = correct(meta["model"], data)
         if args.linear_probe:
             probed, c_best = linear_probe(meta["model"], data)
             row[2], row[3] = 100 * probed.mean(), time.time() - t
             right[label] = probed
             print(f"{args.family} {label}: {row[2]:.2f}% by a converged linear probe (C = {c_best})", flush=True)
+        else:
+            right[label] = correct(meta["model"], data)
         results.append(row)
     print(f"\n{args.family}, {dataset}, {args.epochs} epoch(s), batch {args.batch_size}, {args.lr_schedule} schedule"
           + (f", then a {args.probe_epochs}-epoch read-out probe (local GLR, layers below frozen)" if args.probe_epochs

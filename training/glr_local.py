@@ -394,6 +394,7 @@ class LocalGLR:
         else:
             a = aux.linear_map(layer)
             clean_logits = aux.logits(layer, y_clean, record.inputs["x"])
+            size = 1  # units per loss along the last axis
             if isinstance(layer, NoisyConv2D) and self.grouping != "unit":
                 c = delta.shape[-1]
                 size = c if self.grouping == "patch" else min(self.group_size, c)
@@ -403,15 +404,13 @@ class LocalGLR:
                 a_g = tf.reshape(a, [a.shape[0], a.shape[1], c // size, size, a.shape[-1]])
                 d = tf.einsum("nrhwgs,hwgsk->nrhwgk", tf.reshape(delta, shape), a_g)
                 change = self._loss_change(clean_logits, d, y)  # [N, R, H, W, G]
-                if self.sim_weight:
-                    sim = self._sim_change(record, aux, y_clean, delta, size, y, seed)
-                    change = (1.0 - self.sim_weight) * change + self.sim_weight * sim
-                change = tf.repeat(change, size, axis=-1)  # [N, R, H, W, C]
             else:  # one unit per loss
                 change = self._loss_change(clean_logits, delta[..., None] * a, y)
-                if self.sim_weight:
-                    sim = self._sim_change(record, aux, y_clean, delta, 1, y, seed)
-                    change = (1.0 - self.sim_weight) * change + self.sim_weight * sim
+            if self.sim_weight:
+                sim = self._sim_change(record, aux, y_clean, delta, size, y, seed)
+                change = (1.0 - self.sim_weight) * change + self.sim_weight * sim
+            if size > 1:
+                change = tf.repeat(change, size, axis=-1)  # every unit of a group gets its group's loss
         return tf.reduce_mean(change * e, axis=1) / self.sigma**2
 
     def _sim_change(self, record: LocalRecord, aux: LocalHeads, y_clean, delta, size: int, y, seed) -> tf.Tensor:
@@ -454,7 +453,7 @@ class LocalGLR:
         out_dim = int(np.prod(y_clean.shape[1:]))
         if layer.name in aux.pool:  # the output's slots, spread back over the positions of their cells
             ph, pw = aux.pool[layer.name]
-            pooled_shape = aux.pooled(layer, y_clean).shape[1:]
+            pooled_shape = (ph.shape[1], pw.shape[1], y_clean.shape[-1])  # [k, k, C], as aux.pooled gives
             c_out = tf.reshape(c[:, :int(np.prod(pooled_shape))], [-1, *pooled_shape])
             spread = tf.einsum("nijc,hi,wj->nhwc", c_out, ph, pw)  # [N, H, W, C]
             weight = (tf.reduce_sum(ph, 1)[:, None] * tf.reduce_sum(pw, 1)[None, :])[:, :, None]  # [H, W, 1]
