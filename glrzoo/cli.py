@@ -30,13 +30,14 @@ from evaluation.report import write_report
 from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
+from training.batchnorm import recalibrate_export
 from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fgsm_rs_step, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
-from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, sweep, train
+from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, portable_argv, sweep, train
 from zoo import leaderboard, pretrained
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
-from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, update_metadata
+from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, read_metadata, update_metadata
 from zoo.registry import get_entry, list_models
 from zoo.serving import write_models_config
 
@@ -308,6 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory of the best model; the search state goes to OUT.tuning/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export and search state")
 
+    p = sub.add_parser("recalibrate-bn", help="recompute an export's batch-norm statistics on training data "
+                                              "under a chosen inference noise; export the result")
+    p.add_argument("export", help="exported model directory")
+    p.add_argument("--dataset", default=None, help="data set to read (default: the one the export was trained on)")
+    add_data_flags(p)
+    p.add_argument("--stddev", type=_stddev, default=0.0,
+                   help="inference noise stddev the statistics are collected under (0: noise-free inference)")
+    p.add_argument("--examples", type=_positive_int, default=20000, help="first N training examples to pass")
+    p.add_argument("--batch-size", type=_positive_int, default=500, help="examples per pass")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise drawn while collecting")
+    p.add_argument("--out", required=True, help="export directory for the recalibrated model")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export at --out")
+
     p = sub.add_parser("pretrained", help="list, show, verify or document the pretrained models")
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme", "index"],
                    help="list the installed models; show or verify NAME (downloaded into the cache from "
@@ -467,6 +481,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_recalibrate_bn(args, argv) -> int:
+    dataset = args.dataset or read_metadata(args.export)["dataset"]["name"]
+    data = load_dataset(dataset, args.data_dir, args.download)
+    meta = recalibrate_export(args.export, args.out, data, stddev=args.stddev, examples=args.examples,
+                              batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite,
+                              command=" ".join(["glrzoo", *portable_argv(argv)]))
+    m = meta["metrics"]
+    before = m.get("test_accuracy_before_recalibration")
+    print(f"{meta['batchnorm_statistics']['layers']} batch norms recomputed at stddev {args.stddev:g}; noise-free "
+          f"test accuracy {m['test_accuracy']:.4f}" + (f" (was {before:.4f})" if before is not None else "")
+          + f"; exported to {args.out}")
+    return 0
+
+
 def cmd_models(args) -> int:
     names = list_models(args.pattern)
     if not names:
@@ -563,6 +591,7 @@ COMMANDS = {  # name -> (function, whether it takes argv: train, sweep and tune 
     "train": (cmd_train, True), "sweep": (cmd_sweep, True), "evaluate": (cmd_evaluate, False),
     "models": (cmd_models, False), "datasets": (cmd_datasets, False), "demo": (cmd_demo, False),
     "tune": (cmd_tune, True), "pretrained": (cmd_pretrained, False), "serve-config": (cmd_serve_config, False),
+    "recalibrate-bn": (cmd_recalibrate_bn, True),
 }
 
 
