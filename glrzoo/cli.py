@@ -318,7 +318,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference noise stddev the statistics are collected under (0: noise-free inference)")
     p.add_argument("--examples", type=_positive_int, default=20000, help="first N training examples to pass")
     p.add_argument("--batch-size", type=_positive_int, default=500, help="examples per pass")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise drawn while collecting")
     p.add_argument("--out", required=True, help="export directory for the recalibrated model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export at --out")
 
@@ -485,7 +484,7 @@ def cmd_recalibrate_bn(args, argv) -> int:
     dataset = args.dataset or read_metadata(args.export)["dataset"]["name"]
     data = load_dataset(dataset, args.data_dir, args.download)
     meta = recalibrate_export(args.export, args.out, data, stddev=args.stddev, examples=args.examples,
-                              batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite,
+                              batch_size=args.batch_size, overwrite=args.overwrite,
                               command=" ".join(["glrzoo", *portable_argv(argv)]))
     m = meta["metrics"]
     before = m.get("test_accuracy_before_recalibration")

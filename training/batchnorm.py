@@ -30,8 +30,7 @@ def batchnorm_layers(model) -> list:
     return [layer for layer in noisy_layers(model) if getattr(layer, "batchnorm_enabled", False)]
 
 
-def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, batch_size: int = 500,
-                                   seed: int = 0) -> int:
+def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, batch_size: int = 500) -> int:
     """Set every batch norm's moving statistics to their average over ``x`` under noise ``stddev``.
 
     Args:
@@ -43,7 +42,8 @@ def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, ba
             models (``cnn6``, ``densenet``) have none.
         batch_size: examples per pass; each pass's batch statistics count equally, so the last
             partial batch is dropped when N is not a multiple (N >= batch_size is required).
-        seed: seed of the noise drawn while collecting (``tf.random.set_seed``).
+            The noise comes from each layer's own stream (its saved seed counter), so a given
+            export recalibrates the same way every time.
 
     Returns:
         The number of batch-norm layers recomputed.
@@ -57,7 +57,6 @@ def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, ba
     if batches < 1:
         raise UserInputError(f"{len(x)} examples is fewer than one batch of {batch_size}; pass more examples")
     saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
-    tf.random.set_seed(seed)
     try:
         for k in range(batches):
             for layer in layers:  # moving = k/(k+1) moving + 1/(k+1) batch: the running mean of batches 0..k
@@ -76,13 +75,13 @@ def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, ba
 
 
 def recalibrate_export(export: str | os.PathLike, out: str | os.PathLike, data: Dataset, stddev: float = 0.0,
-                       examples: int = 20000, batch_size: int = 500, seed: int = 0, overwrite: bool = False,
+                       examples: int = 20000, batch_size: int = 500, overwrite: bool = False,
                        command: str | None = None) -> dict:
     """Load an export, recompute its batch-norm statistics on the first ``examples`` training
     examples of ``data`` under noise ``stddev``, and export the result to ``out`` (atomically).
 
     The metadata is the source's, with ``batchnorm_statistics`` saying what was done (the source's
-    command and ``model.keras`` checksum, stddev, examples, seed, this command), and
+    command and ``model.keras`` checksum, stddev, examples, this command), and
     ``metrics.test_accuracy`` measured again without noise on the full test split (the source's
     value kept as ``test_accuracy_before_recalibration``); the source's harness summary is dropped.
     Returns the new metadata.
@@ -99,7 +98,7 @@ def recalibrate_export(export: str | os.PathLike, out: str | os.PathLike, data: 
         raise UserInputError(f"examples must be in [1, {len(data.x_train)}] (the training split), got {examples}")
     model = load_model(export)
     start = time.time()
-    layers = recompute_batchnorm_statistics(model, data.x_train[:examples], stddev, batch_size, seed)
+    layers = recompute_batchnorm_statistics(model, data.x_train[:examples], stddev, batch_size)
     metrics = dict(meta.get("metrics", {}))
     if "test_accuracy" in metrics:
         metrics["test_accuracy_before_recalibration"] = metrics["test_accuracy"]
@@ -109,7 +108,7 @@ def recalibrate_export(export: str | os.PathLike, out: str | os.PathLike, data: 
     meta.update(metrics=metrics, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 batchnorm_statistics={"source": source, "stddev": float(stddev),
                                       "examples": int(examples), "split": "train", "batch_size": int(batch_size),
-                                      "seed": int(seed), "layers": layers, "seconds": round(time.time() - start, 1),
+                                      "layers": layers, "seconds": round(time.time() - start, 1),
                                       "command": command})
     export_model(model, out, meta, overwrite=True, value_range=tuple(meta["dataset"]["value_range"]))
     return meta
