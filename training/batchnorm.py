@@ -37,13 +37,12 @@ def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, ba
         model: a zoo model (its noisy layers hold the batch norms); changed in place.
         x: ``[N, ...]`` inputs in the model's input range, e.g. the first N training images.
         stddev: inference noise stddev the statistics are collected under (the model's own noise
-            kind; 0: noise-free).  Layers that behave differently in training mode other than batch
-            norm (dropout) are active during the pass, as in ``update_bn``; the zoo's batch-normed
-            models (``cnn6``, ``densenet``) have none.
+            kind; 0: noise-free). The noise comes from each layer's own stream (its saved seed
+            counter), so a given export recalibrates the same way every time. Layers that behave
+            differently in training mode other than batch norm (dropout) are active during the
+            pass, as in ``update_bn``; the zoo's batch-normed models (``cnn6``, ``densenet``) have none.
         batch_size: examples per pass; each pass's batch statistics count equally, so the last
             partial batch is dropped when N is not a multiple (N >= batch_size is required).
-            The noise comes from each layer's own stream (its saved seed counter), so a given
-            export recalibrates the same way every time.
 
     Returns:
         The number of batch-norm layers recomputed.
@@ -70,7 +69,8 @@ def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, ba
         raise
     finally:
         for layer in layers:
-            del layer.bn_momentum  # back to the class's training momentum
+            if "bn_momentum" in vars(layer):
+                del layer.bn_momentum  # back to the class's training momentum
     return len(layers)
 
 
