@@ -24,10 +24,10 @@ def test_the_promised_set_is_shipped_small_and_evaluated():
     names = list_pretrained()
     assert set(REQUIRED) <= set(names), sorted(set(REQUIRED) - set(names))
     size = sum(p.stat().st_size for p in pretrained_root().rglob("*") if p.is_file())
-    # each weight stored once per format (model.keras and the SavedModel): the two full-size cnn6
-    # exports (bp, glr_local, additive noise) are 5.7 MiB each, madry_cnn (fc 256) 6.8 MiB, the full
-    # LeNet 3.5 MiB, each depth-10 DenseNet 1 MiB; 40 MiB in all
-    assert size < 42 * 2**20, size / 2**20
+    # each weight stored once per format (model.keras and the SavedModel): the full-size cnn6
+    # exports (bp, glr_local, additive noise, multiplicative noise) are 5.7 MiB each, madry_cnn
+    # (fc 256) 6.8 MiB, the full LeNet 3.5 MiB, each depth-10 DenseNet 1 MiB; 44.7 MiB in all
+    assert size < 46 * 2**20, size / 2**20
     for name in REQUIRED:
         meta = zoo.describe_pretrained(name)
         assert meta["command"] and meta["training"]["seed"] is not None and meta["versions"]["tensorflow"]
