@@ -8,11 +8,12 @@ import pytest
 
 import training.batchnorm as batchnorm
 from glrzoo.cli import main
-from training.batchnorm import batchnorm_layers, recompute_batchnorm_statistics
+from training.batchnorm import recompute_batchnorm_statistics
 from training.run import TrainConfig, build_model, evaluate_accuracy, train
 from zoo.data import load_dataset
 from zoo.errors import UserInputError
 from zoo.export import load_model, read_metadata, verify_export
+from zoo.noise import batchnorm_layers
 
 
 @pytest.fixture(scope="module")

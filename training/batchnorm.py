@@ -18,16 +18,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from training.run import evaluate_accuracy
 from zoo.data import Dataset
 from zoo.errors import UserInputError
 from zoo.export import export_model, load_model, output_kind, read_metadata
-from zoo.noise import noisy_layers
+from zoo.noise import batchnorm_layers
 from zoo.noise_context import noise_override
-
-
-def batchnorm_layers(model) -> list:
-    """The noisy layers of ``model`` that normalize their pre-activation with batch norm."""
-    return [layer for layer in noisy_layers(model) if getattr(layer, "batchnorm_enabled", False)]
 
 
 def recompute_batchnorm_statistics(model, x: np.ndarray, stddev: float = 0.0, batch_size: int = 500) -> int:
@@ -86,8 +82,6 @@ def recalibrate_export(export: str | os.PathLike, out: str | os.PathLike, data: 
     value kept as ``test_accuracy_before_recalibration``); the source's harness summary is dropped.
     Returns the new metadata.
     """
-    from training.run import evaluate_accuracy  # training.run imports most of training; keep this module light
-
     meta = read_metadata(export)
     if meta["dataset"]["name"] != data.name:
         raise UserInputError(f"{export} was trained on {meta['dataset']['name']}, not {data.name}; "
@@ -104,14 +98,15 @@ def recalibrate_export(export: str | os.PathLike, out: str | os.PathLike, data: 
         metrics["test_accuracy_before_recalibration"] = metrics["test_accuracy"]
     metrics["test_accuracy"] = evaluate_accuracy(model, data.x_test, data.y_test)
     source = {"command": meta.get("command"), "model.keras sha256": meta.get("files", {}).get("model.keras")}
-    meta.pop("files", None), meta.pop("signatures", None), meta.pop("evaluation", None)
+    for stale in ("files", "signatures", "evaluation"):  # export_model writes the first two anew
+        meta.pop(stale, None)
     meta.update(metrics=metrics, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 batchnorm_statistics={"source": source, "stddev": float(stddev),
                                       "examples": int(examples), "split": "train", "batch_size": int(batch_size),
                                       "layers": layers, "seconds": round(time.time() - start, 1),
                                       "command": command})
-    export_model(model, out, meta, overwrite=True, value_range=tuple(meta["dataset"]["value_range"]))
+    export_model(model, out, meta, overwrite=overwrite, value_range=tuple(meta["dataset"]["value_range"]))
     return meta
 
 
-__all__ = ["batchnorm_layers", "recalibrate_export", "recompute_batchnorm_statistics"]
+__all__ = ["recalibrate_export", "recompute_batchnorm_statistics"]

@@ -27,6 +27,7 @@ from training.trainer import Trainer
 from zoo.data import Dataset, load_dataset
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import export_model, output_kind, read_metadata
+from zoo.noise import batchnorm_layers
 
 OPTIMIZERS = ("adam", "sgd", "adagrad", "momentum")
 CHECKPOINTS = "checkpoints"
@@ -189,7 +190,7 @@ def make_optimizer(name: str, lr, weight_decay: float | None = None) -> keras.op
 def build_model(config: TrainConfig, data: Dataset) -> keras.Model:
     model = zoo.create_model(config.model, data.input_shape, data.num_classes, **_model_overrides(config))
     if config.freeze_bn_stats:
-        frozen = [layer for layer in model._flatten_layers() if getattr(layer, "batchnorm_enabled", False)]
+        frozen = batchnorm_layers(model)
         if not frozen:
             raise UserInputError(f"--freeze-bn-stats: model {config.model!r} has no batch-normalized layer")
         for layer in frozen:

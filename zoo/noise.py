@@ -12,6 +12,11 @@ def noisy_layers(model: keras.Model) -> list[NoisyLayer]:
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, NoisyLayer)]
 
 
+def batchnorm_layers(model: keras.Model) -> list[NoisyLayer]:
+    """The noisy layers of ``model`` that normalize their pre-activation with batch norm, in call order."""
+    return [layer for layer in noisy_layers(model) if layer.batchnorm_enabled]
+
+
 def set_noise(model: keras.Model, *, train_stddev: float | None = None,
               infer_stddev: float | None = None) -> None:
     """Assign new noise stddevs to every noisy layer of ``model`` (no rebuild, no retrace needed).
