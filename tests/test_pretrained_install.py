@@ -225,3 +225,40 @@ def test_wheel_carries_the_models_and_loads_outside_the_checkout(tmp_path):
                          env=env, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0 and "every file matches" in cli.stdout, cli.stdout[-3000:] + cli.stderr[-3000:]
     assert not (tmp_path / "empty_cache").exists()  # loaded from the install, nothing downloaded
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("hostile", ["../../escape/x", "ABSOLUTE/escape/x", "digits/../../../escape/x", "..", "./x",
+                                     "x/..", "~/x", "a\\..\\..\\x"])
+@pytest.mark.parametrize("command", ["verify", "show"])
+def test_a_hostile_index_cannot_make_the_cache_touch_anything_outside(hostile, command, server, no_local, monkeypatch,
+                                                                       capsys, tmp_path):
+    """A server's index.json names where a model goes; a name that leads outside the cache (``..``,
+    an absolute path, a backslash path) is refused before anything is deleted or written."""
+    served, url, handler, httpd = server
+    escape = tmp_path / "escape" / "x"
+    escape.mkdir(parents=True)
+    (escape / "mine.txt").write_text("the user's file")
+    name = hostile.replace("ABSOLUTE", str(tmp_path).lstrip("/")) if hostile.startswith("ABSOLUTE") else hostile
+    if hostile.startswith("ABSOLUTE"):
+        name = "/" + name
+    index = json.loads((served / "index.json").read_text())
+    index["models"][name] = index["models"].pop("digits/extra_mlp")
+    (served / "index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("GLRZOO_PRETRAINED_URL", url)
+    before = _snapshot(tmp_path / "escape")
+    assert main(["pretrained", command, "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("glrzoo: error:") and "refused the model name" in err[0], err
+    assert _snapshot(tmp_path / "escape") == before
+    assert _cached_files(no_local) == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc", "mnist/../../x", "mnist//cnn6_bp", ".hidden/x"])
+def test_a_model_name_from_the_command_line_stays_inside_its_root(name, no_local, capsys):
+    assert main(["pretrained", "verify", name]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused the model name" in err[0], err

@@ -34,6 +34,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -104,6 +105,29 @@ def _exports_under(root: Path) -> list[str]:
     found = (p.parent.relative_to(root) for p in root.glob(f"**/{METADATA}"))
     return sorted(rel.as_posix() for rel in found
                   if rel.parts and "checkpoints" not in rel.parts and not any(x.startswith(".") for x in rel.parts))
+
+
+NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")  # one part of a model name: no "..", no "/", no "~"
+
+
+def check_name(name, where: str = "the command line") -> str:
+    """``name`` if it is a safe model name: relative, ``/``-separated parts of letters, digits and
+    ``._+-`` (not starting with a dot), so it can only name a folder inside its root; else
+    :class:`DownloadError` naming where it came from. Every name from outside (the command line, a
+    server's index, an export's file list) is checked here before any file is touched."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if not parts or not all(NAME_PART.match(part) for part in parts):
+        raise DownloadError(f"refused the model name {name!r} from {where}: a name is a relative path like "
+                            "'mnist/cnn6_bp' (letters, digits, '._+-'; no '..', no absolute path); nothing was touched")
+    return name
+
+
+def inside(root: Path, name: str, where: str = "the command line") -> Path:
+    """``root / name`` after :func:`check_name`, refused unless it resolves inside ``root`` (symbolic links too)."""
+    path = root.joinpath(*check_name(name, where).split("/"))
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DownloadError(f"refused the model name {name!r} from {where}: it leads outside {root}; nothing was touched")
+    return path
 
 
 def _match(name: str, names) -> str | None:
@@ -198,6 +222,8 @@ def read_index(path: str | os.PathLike) -> dict:
             isinstance(m, dict) and isinstance(m.get("files"), dict) and METADATA in m["files"] for m in models.values()):
         raise DownloadError(f"{path} is not a pretrained index (no models with their files' sha256); "
                             f"check ${URL_ENV} or regenerate it with 'glrzoo pretrained index'")
+    for name in models:
+        check_name(name, f"the index {path}")
     return models
 
 
@@ -213,6 +239,7 @@ def fetch(name: str, url: str | None = None, *, _not_here: Path | None = None) -
     """The cached export of ``name``, downloaded from ``url`` (default ``$GLRZOO_PRETRAINED_URL``)
     first when the cache has no valid copy. Returns its directory under :func:`models_cache`."""
     cache = models_cache()
+    check_name(name)
     url = (url if url is not None else os.environ.get(URL_ENV, "")).strip().rstrip("/")
     index = installed_index()
     cached = _exports_under(cache) if cache.is_dir() else []
@@ -220,7 +247,7 @@ def fetch(name: str, url: str | None = None, *, _not_here: Path | None = None) -
     where = f"{_not_here} or " if _not_here is not None else ""
     if full is not None and full in cached:
         try:
-            verify_export(cache / full)
+            verify_export(inside(cache, full))
             return cache / full
         except ExportError as e:
             if not url:
@@ -285,7 +312,9 @@ def _remote_index(name: str, url: str, cache: Path) -> dict:
 def _download(name: str, url: str, files: dict, cache: Path) -> Path:
     """Fetch every file of export ``name`` into a temporary sibling of ``<cache>/<name>``, check each
     sha256 and the export, then move it in place. On any failure nothing is left in the cache."""
-    dest = cache / name
+    dest = inside(cache, name, f"the index at {url}")
+    for rel in files:
+        check_name(rel, f"the index entry of {name!r} at {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_siblings(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
