@@ -31,7 +31,7 @@ from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training.batchnorm import recalibrate_export
-from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, fgsm_rs_step, fill_settings, generic_defaults
+from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, TRADES_DEFAULTS, fgsm_rs_step, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, portable_argv, sweep, train
 from zoo import leaderboard, pretrained
@@ -163,16 +163,21 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                         "(noise fine-tuning of a clean net: use with --init-from) (default: the recipe's, else off)")
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
-    g = p.add_argument_group("adversarial training (--adversarial pgd or fgsm_rs)")
-    g.add_argument("--adversarial", choices=["pgd", "fgsm_rs"], default=None,
+    g = p.add_argument_group("adversarial training (--adversarial pgd, fgsm_rs or trades)")
+    g.add_argument("--adversarial", choices=["pgd", "fgsm_rs", "trades"], default=None,
                    help="pgd: half of each batch becomes PGD examples (Madry et al. 2018); fgsm_rs: fast "
                         "adversarial training, every example replaced by one FGSM step of 1.25 eps from a random "
                         "start (Wong, Rice and Kolter 2020), stopped when PGD accuracy on 512 training examples "
-                        "collapses (default: the recipe's, else off)")
+                        "collapses; trades: backprop of CE + beta * KL(f(x) || f(x')), x' from PGD on the KL "
+                        "(Zhang et al. 2019) (default: the recipe's, else off)")
     g.add_argument("--adv-eps", type=_stddev, default=None, help=_recipe_help("L-inf radius in pixel units [0, 1]", a["eps"]))
     g.add_argument("--adv-step", type=_positive, default=None, help=_recipe_help("PGD step", a["step"]))
     g.add_argument("--adv-iters", type=_positive_int, default=None, help=_recipe_help("PGD iterations", a["iterations"]))
     g.add_argument("--adv-no-random-start", action="store_true", help="start PGD at the clean input, not a random point")
+    g.add_argument("--adv-ramp-epochs", type=_stddev, default=None,
+                   help=_recipe_help("epochs over which eps and the step grow linearly from 0 (an eps ramp)", 0))
+    g.add_argument("--trades-beta", type=_stddev, default=None,
+                   help=_recipe_help("weight of the KL term of --adversarial trades", TRADES_DEFAULTS["beta"]))
 
 
 def _factory_default(name: str, kwarg: str):
@@ -371,16 +376,30 @@ def _adversarial(args) -> dict | None:
     random start, on every example of the batch (Wong, Rice and Kolter 2020, "Fast is better than
     free", Algorithm 3)."""
     if args.adversarial is None:
+        given = [f for f in ("adv_eps", "adv_step", "adv_iters", "adv_ramp_epochs", "trades_beta")
+                 if getattr(args, f, None) is not None] + (["adv_no_random_start"] if args.adv_no_random_start else [])
+        if given:
+            raise UserInputError(f"--{given[0].replace('_', '-')} needs --adversarial pgd, fgsm_rs or trades")
         return None
+    if args.trades_beta is not None and args.adversarial != "trades":
+        raise UserInputError("--trades-beta only applies to --adversarial trades")
+    ramp = {"ramp_epochs": args.adv_ramp_epochs} if args.adv_ramp_epochs is not None else {}
+    if args.adversarial == "trades":
+        if args.adv_no_random_start:
+            raise UserInputError("--adversarial trades starts at x + 0.001 N(0, 1); drop --adv-no-random-start")
+        given = {"kind": "trades", "eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
+                 "beta": args.trades_beta, **ramp}
+        return {k: v for k, v in given.items() if v is not None}
     given = {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
-             "random_start": False if args.adv_no_random_start else None, "fraction": ADVERSARIAL_DEFAULTS["fraction"]}
+             "random_start": False if args.adv_no_random_start else None, "fraction": ADVERSARIAL_DEFAULTS["fraction"],
+             **ramp}
     if args.adversarial == "fgsm_rs":
         if args.adv_iters not in (None, 1) or args.adv_no_random_start:
             raise UserInputError("--adversarial fgsm_rs is one step from a random start; drop --adv-iters and "
                                  "--adv-no-random-start, or use --adversarial pgd")
         eps = args.adv_eps if args.adv_eps is not None else ADVERSARIAL_DEFAULTS["eps"]
         given = {"eps": eps, "step": args.adv_step if args.adv_step is not None else fgsm_rs_step(eps),
-                 "iterations": 1, "random_start": True, "fraction": 1.0}
+                 "iterations": 1, "random_start": True, "fraction": 1.0, **ramp}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -162,3 +162,74 @@ def test_a_guarded_run_that_stops_early_says_so_in_its_metadata(monkeypatch, tmp
     assert meta["training"]["overfitting_guard"]["stopped_after_epoch"] == 2
     assert meta["training"]["overfitting_guard"]["best_epoch"] == 1
     assert meta["metrics"]["epochs_run"] == 2 and meta["training"]["parts"][-1]["end_epoch"] == 2
+
+
+# ---- TRADES (Zhang et al. 2019) and the eps ramp
+
+
+def test_trades_attack_raises_the_kl_and_stays_in_the_ball(digits):
+    from training.adversarial import kl_rows, trades_attack
+
+    model = trained_digits_model(digits)
+    x = tf.constant(digits.x_test[:200])
+    adv = trades_attack(model, x, eps=0.2, step=0.05, iterations=10, seed=tf.constant([1, 2], tf.int64))
+    assert float(tf.reduce_max(tf.abs(adv - x))) <= 0.2 + 1e-6
+    assert float(tf.reduce_min(adv)) >= 0.0 and float(tf.reduce_max(adv)) <= 1.0
+    near = tf.clip_by_value(x + 0.001 * tf.random.stateless_normal(tf.shape(x), [1, 2]), 0.0, 1.0)
+    kl_adv = float(tf.reduce_mean(kl_rows(model(x), model(adv))))
+    kl_start = float(tf.reduce_mean(kl_rows(model(x), model(near))))
+    assert kl_adv > 100 * max(kl_start, 1e-6) and kl_adv > 0.5, (kl_start, kl_adv)
+
+
+def test_trades_with_beta_zero_is_the_cross_entropy_gradient(digits):
+    """beta = 0 leaves CE(f(x), y): the estimator's gradient equals backprop's on the clean batch."""
+    from training.adversarial import TradesBackprop
+
+    model = trained_digits_model(digits)
+    x, y = tf.constant(digits.x_train[:64]), tf.constant(digits.y_train[:64])
+    trades = TradesBackprop(beta=0.0, eps=0.2, step=0.05, iterations=3)(model, x, y, tf.constant(5))
+    exact = bp()(model, x, y, tf.constant(5))
+    for a, b in zip(trades.grads, exact.grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with_kl = TradesBackprop(beta=6.0, eps=0.2, step=0.05, iterations=3)(model, x, y, tf.constant(5))
+    assert float(with_kl.logs["kl"]) > 0 and float(with_kl.loss) > float(trades.loss)
+
+
+def test_the_eps_ramp_grows_linearly_then_holds():
+    from training.adversarial import ramp
+
+    assert [round(float(ramp(tf.constant(s), 4)), 6) for s in (0, 1, 3, 10)] == [0.25, 0.5, 1.0, 1.0]
+    assert float(ramp(tf.constant(0), 0)) == 1.0
+
+
+def test_trades_from_the_cli_records_its_objective_and_ramp(tmp_path):
+    from glrzoo.cli import main
+    from zoo.export import read_metadata
+
+    out = tmp_path / "t"
+    assert main(["train", "--model", "test_smallcnn", "--dataset", "digits", "--epochs", "2", "--batch-size", "64",
+                 "--adversarial", "trades", "--trades-beta", "3", "--adv-eps", "0.2", "--adv-step", "0.05",
+                 "--adv-iters", "2", "--adv-ramp-epochs", "1", "--quiet", "--out", str(out)]) == 0
+    training = read_metadata(out)["training"]
+    assert training["method"] == {"method": "bp", "objective": "trades", "beta": 3.0, "eps": 0.2, "step": 0.05,
+                                  "iterations": 2, "seed": 0, "ramp_steps": 23, "loss": "ce"}  # 1437 / 64 -> 23 steps
+    assert training["transforms"] == []
+    assert training["recipe"]["adversarial"] == {"kind": "trades", "eps": 0.2, "step": 0.05, "iterations": 2,
+                                                 "beta": 3.0, "ramp_epochs": 1.0}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trades-beta", "2"], "--trades-beta needs --adversarial"),
+    (["--adv-eps", "0.1"], "--adv-eps needs --adversarial"),
+    (["--adversarial", "pgd", "--trades-beta", "2"], "--trades-beta only applies to --adversarial trades"),
+    (["--adversarial", "trades", "--adv-no-random-start"], "drop --adv-no-random-start"),
+    (["--adversarial", "trades", "--method", "glr"], "trains by backprop of its own objective"),
+])
+def test_trades_flags_that_cannot_apply_are_refused_in_one_line(argv, message, tmp_path, capsys):
+    from glrzoo.cli import main
+
+    out = tmp_path / "x"
+    assert main(["train", "--model", "test_mlp", "--epochs", "1", "--quiet", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

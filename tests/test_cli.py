@@ -1,5 +1,4 @@
 """The console script: commands, bad input (one line, exit 2, nothing half-written), kill and resume."""
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from glrzoo.cli import main
+from training.checkpoints import completed_epochs
 from zoo.export import load_model, read_metadata
 
 TRAIN = ["train", "--model", "test_mlp", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--lr", "0.01", "--quiet"]
@@ -79,18 +79,18 @@ def test_sigkill_then_resume_loses_nothing(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen([sys.executable, "-m", "glrzoo", *args, "--out", str(killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta_file = killed / "checkpoints" / "training_metadata.json"
+    ckpt = killed / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline:
         try:
-            if json.loads(meta_file.read_text())["epoch"] >= 3:
+            if completed_epochs(ckpt) >= 3:
                 break
-        except (OSError, ValueError, KeyError):
+        except OSError:
             pass
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = json.loads(meta_file.read_text())["epoch"]
+    done = completed_epochs(ckpt)
     assert 3 <= done < int(epochs), "the run was not killed mid-training"
     assert not (killed / "metadata.json").exists()
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from glrzoo.cli import main
+from training.checkpoints import completed_epochs
 from zoo.export import load_model, read_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,8 +41,8 @@ def kill_when(argv, ready, deadline_s=300) -> None:
 
 def epoch_of(ckpt: Path) -> int:
     try:
-        return int(json.loads((ckpt / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
+        return completed_epochs(ckpt)
+    except OSError:  # a checkpoint pruned while it was read
         return 0
 
 

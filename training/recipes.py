@@ -86,6 +86,8 @@ RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weig
 MERGED_FIELDS = ("model_args", "method_args", "adversarial")
 # Madry et al.'s PGD training (half of each batch adversarial); `--adversarial fgsm_rs` gives fraction 1.
 ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
+# TRADES (Zhang et al. 2019): their MNIST attack settings; beta 6 is the paper's headline setting (1/lambda).
+TRADES_DEFAULTS = {"kind": "trades", "eps": 0.3, "step": 0.01, "iterations": 40, "beta": 6.0}
 
 
 def fgsm_rs_step(eps: float) -> float:
@@ -94,8 +96,24 @@ def fgsm_rs_step(eps: float) -> float:
 
 
 def adversarial_kind(settings: dict) -> str:
-    """``"fgsm_rs"`` for adversarial settings that replace every example (``fraction`` 1), else ``"pgd"``."""
+    """``"trades"`` for settings of the TRADES objective (``kind: "trades"``), ``"fgsm_rs"`` for ones
+    that replace every example (``fraction`` 1), else ``"pgd"``."""
+    if settings.get("kind") == "trades":
+        return "trades"
     return "fgsm_rs" if settings.get("fraction", ADVERSARIAL_DEFAULTS["fraction"]) == 1.0 else "pgd"
+
+
+def adversarial_defaults(kind: str) -> dict:
+    """The generic settings of one kind of adversarial training (a copy)."""
+    return dict(TRADES_DEFAULTS if kind == "trades" else ADVERSARIAL_DEFAULTS)
+
+
+def _asked_kind(mine: dict, theirs: dict) -> str:
+    """The kind of adversarial training the user's settings ask for; settings that name no kind
+    (neither ``kind`` nor ``fraction``) ask for the recipe row's."""
+    if "kind" in mine or "fraction" in mine:
+        return adversarial_kind(mine)
+    return adversarial_kind(theirs)
 
 
 def recipe_name(model: str, dataset: str, method: str) -> str:
@@ -135,12 +153,13 @@ def fill_settings(model: str, dataset: str, method: str, given: dict, use_recipe
     for field in RECIPE_FIELDS:
         mine, theirs = given.get(field), (row or {}).get(field)
         if field == "adversarial":
-            if mine is not None and theirs is not None and adversarial_kind({**theirs, **mine}) != adversarial_kind(theirs):
-                theirs = None  # the user asked for another kind (pgd vs fgsm_rs) than the row's: none of it applies
+            if mine is not None and theirs is not None and _asked_kind(mine, theirs) != adversarial_kind(theirs):
+                theirs = None  # the user asked for another kind (pgd, fgsm_rs, trades) than the row's: none of it applies
             if mine is None and theirs is None:
                 settings[field] = None
             else:
-                settings[field] = {**ADVERSARIAL_DEFAULTS, **(theirs or {}), **(mine or {})}
+                kind = adversarial_kind({**(theirs or {}), **(mine or {})})
+                settings[field] = {**adversarial_defaults(kind), **(theirs or {}), **(mine or {})}
                 supplied = {k: v for k, v in (theirs or {}).items() if k not in (mine or {})}
                 if supplied or (mine is None and theirs is not None):
                     filled[field] = supplied
@@ -163,6 +182,8 @@ __all__ = [
     "ADVERSARIAL_DEFAULTS",
     "RECIPES",
     "RECIPE_FIELDS",
+    "TRADES_DEFAULTS",
+    "adversarial_defaults",
     "adversarial_kind",
     "fgsm_rs_step",
     "fill_settings",

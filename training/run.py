@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from training.checkpoints import EpochCheckpoint, completed_epochs, restore_checkpoint
 from training.files import write_json
 from training.pipeline import epoch_dataset
 from training.recipes import adversarial_kind
@@ -90,7 +91,8 @@ class TrainConfig:
         numbers = [("--lr", self.lr), ("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev)]
         if self.weight_decay is not None:
             numbers.append(("--weight-decay", self.weight_decay))
-        numbers += [(f"--adv-{k}", v) for k, v in (self.adversarial or {}).items() if k in ("eps", "step")]
+        adv_flags = {"eps": "--adv-eps", "step": "--adv-step", "ramp_epochs": "--adv-ramp-epochs", "beta": "--trades-beta"}
+        numbers += [(adv_flags[k], v) for k, v in (self.adversarial or {}).items() if k in adv_flags]
         numbers += [(f"--{k.replace('_', '-')}", v) for k, v in self.method_args.items()
                     if isinstance(v, float)]
         for label, value in numbers:
@@ -104,9 +106,13 @@ class TrainConfig:
             raise UserInputError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev)):
+        for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev),
+                             *((adv_flags[k], v) for k, v in (self.adversarial or {}).items()
+                               if k in ("ramp_epochs", "beta"))):
             if not value >= 0:
                 raise UserInputError(f"{label} must be >= 0, got {value}")
+        if self.adversarial is not None and adversarial_kind(self.adversarial) == "trades" and self.method != "bp":
+            raise UserInputError(f"--adversarial trades trains by backprop of its own objective; drop --method {self.method}")
 
 
     def recipe(self) -> dict:
@@ -242,14 +248,23 @@ def initialize_from(model: keras.Model, spec: str) -> dict:
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite batch loss, or at the end of an epoch whose weights or
-    optimizer state are not all finite; placed before the checkpoint callback, so a diverged state
-    is never saved and the last checkpoint is always finite."""
+    """Stops training when the run stops being healthy, before that epoch's checkpoint is saved (it
+    is placed before the checkpoint callback), so the last checkpoint is always a healthy state:
 
-    def __init__(self, hint: str):
+    - at the first non-finite batch loss;
+    - at the end of an epoch whose weights or optimizer state are not all finite;
+    - at the end of an epoch whose largest weight exceeds :attr:`MAX_WEIGHT` in magnitude, or whose
+      mean training loss exceeds :attr:`LOSS_GROWTH` times the first batch's loss of this part of
+      the run (at least 0.1): finite but blown up, e.g. weights near 1e16 after a learning rate of
+      1e16, which no later epoch recovers from.
+    """
+
+    MAX_WEIGHT = 1e4
+    LOSS_GROWTH = 100.0
+
+    def __init__(self):
         super().__init__()
-        self.hint = hint
-        self.epoch = 0
+        self.epoch, self.first_loss = 0, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -258,6 +273,8 @@ class DivergenceGuard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {batch + 1}: loss is {loss}")
+        if loss is not None and self.first_loss is None:
+            self.first_loss = float(loss)
 
     def on_epoch_end(self, epoch, logs=None):
         variables = list(self.model.weights) + list(getattr(self.model.optimizer, "variables", []))
@@ -265,6 +282,17 @@ class DivergenceGuard(keras.callbacks.Callback):
         if bad is not None:
             raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: {getattr(bad, 'path', bad.name)} "
                                    "holds non-finite values")
+        floats = [v for v in self.model.weights if "float" in str(v.dtype)]
+        big = max(floats, key=lambda v: float(np.max(np.abs(np.asarray(v)), initial=0.0)), default=None)
+        size = float(np.max(np.abs(np.asarray(big)), initial=0.0)) if big is not None else 0.0
+        if size > self.MAX_WEIGHT:
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: {getattr(big, 'path', big.name)} "
+                                   f"holds a weight of magnitude {size:.3g} (> {self.MAX_WEIGHT:g})")
+        loss = (logs or {}).get("loss")
+        bound = self.LOSS_GROWTH * max(self.first_loss or 0.0, 0.1)
+        if loss is not None and float(loss) > bound:
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: mean loss {float(loss):.3g} is over "
+                                   f"{self.LOSS_GROWTH:g}x the first batch's ({self.first_loss:.3g})")
 
 
 class _ApplyRecipe(keras.callbacks.Callback):
@@ -341,7 +369,7 @@ def _check_out(config: TrainConfig, out: Path, ckpt: Path) -> tuple[dict | None,
 
 def _diverged_message(error: TrainingDiverged, ckpt: Path | None, out: Path | None, config: TrainConfig) -> str:
     hint = "lower --lr" + (" or --sigma" if "sigma" in config.method_args or config.method == "glr" else "")
-    done = _completed_epochs(ckpt) if ckpt is not None else 0
+    done = completed_epochs(ckpt) if ckpt is not None else 0
     if ckpt is None:
         return f"{error}; {hint} and train again"
     if done == 0:
@@ -349,20 +377,10 @@ def _diverged_message(error: TrainingDiverged, ckpt: Path | None, out: Path | No
             shutil.rmtree(ckpt, ignore_errors=True)
             if out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
-        return f"{error}; no epoch finished, so nothing was kept; {hint} and train again"
-    return (f"{error}; the last finite state (after epoch {done}) is kept in {ckpt}: continue from it by rerunning "
+        return f"{error}; no epoch finished healthy, so nothing was kept; {hint} and train again"
+    return (f"{error}; the last healthy state (after epoch {done}) is kept in {ckpt}: continue from it by rerunning "
             f"the same command with --resume --allow-recipe-change and a {hint.removeprefix('lower ')} lower than "
             "before, or start over with --overwrite")
-
-
-def _completed_epochs(ckpt_dir: Path) -> int:
-    for name in ("training_metadata.json", "training_metadata.json.bkp"):
-        path = ckpt_dir / name
-        try:
-            return int(json.loads(path.read_text())["epoch"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return 0
 
 
 def versions() -> dict:
@@ -384,6 +402,23 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
     for i in range(0, len(x), batch_size):
         correct += int(np.sum(predict(tf.constant(x[i:i + batch_size])).numpy() == y[i:i + batch_size]))
     return correct / max(len(x), 1)
+
+
+def adversarial_training(config: TrainConfig, estimator, steps_per_epoch: int) -> tuple:
+    """``(estimator, transforms)`` with ``config.adversarial`` applied: PGD and fgsm_rs add a batch
+    transform, TRADES replaces backprop by its own objective (:class:`training.adversarial.TradesBackprop`).
+    ``ramp_epochs`` becomes the ramp's optimizer steps."""
+    if config.adversarial is None:
+        return estimator, []
+    from training.adversarial import TradesBackprop, pgd_training
+
+    settings = dict(config.adversarial)
+    ramp_steps = int(round(float(settings.pop("ramp_epochs", 0)) * steps_per_epoch))
+    if adversarial_kind(settings) == "trades":
+        keep = ("eps", "step", "iterations", "beta")
+        return TradesBackprop(**{k: settings[k] for k in keep if k in settings}, seed=config.seed,
+                              ramp_steps=ramp_steps, loss=config.loss), []
+    return estimator, [pgd_training(seed=config.seed, ramp_steps=ramp_steps, **settings)]
 
 
 def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,
@@ -411,12 +446,9 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
         model = build_model(config, data)
         init = initialize_from(model, config.init_from) if config.init_from else None
-        transforms = []
-        if config.adversarial is not None:
-            from training.adversarial import pgd_training
-            transforms.append(pgd_training(seed=config.seed, **config.adversarial))
-        trainer = Trainer(model, estimator, transforms)
         steps_per_epoch = -(-len(data.x_train) // config.batch_size)
+        estimator, transforms = adversarial_training(config, estimator, steps_per_epoch)
+        trainer = Trainer(model, estimator, transforms)
         lr = make_learning_rate(config.lr, config.lr_schedule, config.epochs * steps_per_epoch)
         trainer.compile(optimizer=make_optimizer(config.optimizer, lr, config.weight_decay))
         trainer.build((None, *data.input_shape))
@@ -432,9 +464,9 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         step = trainer.train_step
         trainer.train_step = lambda batch: {k: tf.reshape(v, [1]) for k, v in step(batch).items()}
 
-    start_epoch = _completed_epochs(ckpt) if (ckpt is not None and config.resume) else 0
+    start_epoch = restore_checkpoint(trainer, ckpt) if (ckpt is not None and config.resume) else 0
     chief = _is_chief(strategy)
-    callbacks = [DivergenceGuard("lower the learning rate (--lr) or the estimator noise (--sigma)"), *(callbacks or [])]
+    callbacks = [DivergenceGuard(), *(callbacks or [])]
     if ckpt is not None:
         if not config.resume and ckpt.exists():  # --overwrite: our own stale run state; an old export stays
             shutil.rmtree(ckpt)                  # in place until the new one is complete
@@ -444,7 +476,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                  **({"changed": {k: new for k, (_, new) in changed.items()}} if changed else {})})
         run_log["recipe"] = config.recipe()
-        callbacks.append(keras.callbacks.BackupAndRestore(str(ckpt), double_checkpoint=True, delete_checkpoint=False))
+        callbacks.append(EpochCheckpoint(ckpt))
         callbacks.append(_ApplyRecipe(config.lr))
         callbacks.append(_RunLog(ckpt / RUN_LOG, run_log))  # every worker: each resumes from its own backup
         write_json(ckpt / RUN_LOG, run_log)

@@ -1,4 +1,4 @@
-"""Convolutional families: BANG's LeNet, the noisy-inference paper's CNN6, and Madry's MNIST CNN."""
+"""Convolutional families: BANG's LeNet, the noisy-inference paper's CNN6, Madry's MNIST CNN and TRADES' SmallCNN."""
 from __future__ import annotations
 
 import keras
@@ -69,9 +69,38 @@ def madry_cnn(input_shape, num_classes, *, filters=(32, 64), dense=1024, activat
     return keras.Model(inputs, outputs, name=name)
 
 
+def smallcnn(input_shape, num_classes, *, filters=(32, 32, 64, 64), dense=(200, 200), dropout=0.5, activation="relu",
+             noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="smallcnn") -> keras.Model:
+    """TRADES' MNIST SmallCNN (Zhang, Yu, Jiao, Xing, El Ghaoui and Jordan 2019, their code's ``SmallCNN``).
+
+    conv3x3(32)-conv3x3(32)-maxpool2-conv3x3(64)-conv3x3(64)-maxpool2-fc(200)-dropout-fc(200)-fc(classes),
+    ReLU, valid padding, no batch norm: with zero noise a deterministic network. Input ``[H, W, C]``
+    (MNIST: 28x28x1, 312k parameters), output logits.
+    """
+    na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
+    padding = "valid" if min(input_shape[:2]) >= 16 else "same"
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = NoisyConv2D(f, 3, padding=padding, activation=activation, name=f"conv_{i + 1}", **na.layer(i))(x)
+        if i % 2 == 1:
+            x = keras.layers.MaxPooling2D(2, name=f"pool_{i // 2 + 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for j, width in enumerate(dense):
+        x = NoisyDense(width, activation=activation, name=f"dense_{j + 1}", **na.layer(len(filters) + j))(x)
+        if j == 0 and dropout:
+            x = keras.layers.Dropout(dropout, name="dropout", seed=seed)(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(len(filters) + len(dense)))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 register_model("lenet", "BANG's LeNet: conv20-pool-conv50-pool-fc500-dropout-fc")(lenet)
 register_model("test_lenet", "tiny LeNet for fast tests", filters=(2, 4), dense=8, name="test_lenet")(lenet)
 register_model("cnn6", "noisy-inference paper's 6-layer CNN (conv-BN-noise-ReLU x4, FC-BN-noise-ReLU, FC-noise)")(cnn6)
 register_model("test_cnn6", "tiny CNN6 for fast tests", filters=(2, 2, 4, 4), dense=8, name="test_cnn6")(cnn6)
 register_model("madry_cnn", "Madry et al.'s MNIST CNN (conv32-pool-conv64-pool-fc1024), a transfer-attack source")(madry_cnn)
 register_model("test_madry_cnn", "tiny Madry CNN for fast tests", filters=(2, 4), dense=8, name="test_madry_cnn")(madry_cnn)
+register_model("smallcnn", "TRADES' MNIST SmallCNN (Zhang et al. 2019): conv32-conv32-pool-conv64-conv64-pool-"
+               "fc200-fc200")(smallcnn)
+register_model("test_smallcnn", "tiny SmallCNN for fast tests", filters=(2, 2, 4, 4), dense=(8, 8),
+               name="test_smallcnn")(smallcnn)
