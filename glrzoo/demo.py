@@ -22,6 +22,7 @@ from evaluation.metrics import accuracy_row
 from evaluation.report import write_report
 from training.run import TrainConfig, train
 from zoo.data import load_digits
+from zoo.errors import OutputExistsError
 from zoo.export import load_model
 from zoo.voting import vote_predict
 
@@ -46,8 +47,28 @@ def demo_configs(out: Path, quick: bool) -> list[TrainConfig]:
     ]
 
 
+def _check_reports(out: Path) -> None:
+    """Refuse (before anything is written) an ``out`` whose ``report.md`` or ``report.json`` the demo did not write."""
+    for name in ("report.md", "report.json"):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            text = path.read_text()
+            ours = (text.startswith("# glrzoo demo report") if name == "report.md" else
+                    {"schema", "dataset", "rows", "seconds"} <= set(json.loads(text)))
+        except (OSError, ValueError, TypeError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise OutputExistsError(f"{path} was not written by the demo and would be replaced; move it away or "
+                                    "choose another --out (nothing was changed)")
+
+
 def run_demo(out: str | Path = "demo_out", quick: bool = False) -> dict:
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another --out (nothing was changed)")
+    _check_reports(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_digits()
     votes_list = (1, 5) if quick else (1, 20)

@@ -22,8 +22,11 @@ import zoo
 from glrzoo.cli import main
 from training.checkpoints import completed_epochs
 from training.run import TrainConfig, TrainingDiverged, sweep, train
+from zoo.data import DataFileError, load_strokes
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import ExportError, export_model, load_signatures, read_metadata, update_metadata, verify_export
+from zoo.noise import set_noise
+from zoo.pretrained import DownloadError
 
 TRAIN = ["train", "--model", "test_mlp", "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--quiet"]
 
@@ -132,8 +135,96 @@ def truncated_mnist(tmp: Path, gz: bool) -> Path:
     return tmp / "data"
 
 
+def strokes_folder(tmp: Path, how: str) -> Path:
+    """A stroke data folder (numpy-encoded tar archives) of 8 sequences whose test split is broken ``how``."""
+    import io
+    import tarfile
+    d = tmp / "strokes"
+    (d / "numpy-encoded").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        seq = rng.integers(-3, 4, size=(8, 117, 4)).astype(np.float64)
+        labels = np.arange(8) % 10
+        if split == "test" and how == "nan":
+            seq[3, 50, 0] = np.nan
+        elif split == "test" and how == "inf":
+            seq[1, 5, 1] = np.inf
+        elif split == "test" and how == "labels":
+            labels[2] = 12
+        elif split == "test" and how == "shape":
+            seq = seq[..., :3]
+        for stem, array in (("padded-leading", seq), ("labels", labels)):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            with tarfile.open(d / "numpy-encoded" / f"{split}-{stem}.tar.gz", "w:gz") as tar:
+                info = tarfile.TarInfo(f"{split}-{stem}.npy")
+                info.size = len(buf.getvalue())
+                tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return d
+
+
+def report_folder(tmp: Path, name: str) -> Path:
+    d = tmp / "reports"
+    d.mkdir()
+    (d / name).write_text("my own notes" if name.endswith(".md") else '{"mine": 1}')
+    return d
+
+
+def broken_checkpoints(out: Path) -> Path:
+    """An unfinished run whose only checkpoint is not a weights file."""
+    fake_run(out)
+    ckpt = out / "checkpoints"
+    (ckpt / "epoch-0001.weights.h5").write_bytes(b"not hdf5")
+    (ckpt / "epoch-0001.json").write_text(json.dumps({"epoch": 1, "sha256": hashlib.sha256(b"not hdf5").hexdigest()}))
+    return out
+
+
+STROKES = ["train", "--model", "test_lstm", "--dataset", "mnist_strokes", "--epochs", "1", "--quiet"]
+
+
 CLI_CASES = {
     # name: (setup(tmp, export copy) -> argv, expected code, needle in the one error line)
+    # round two (issue 27): seeds, zero-width layers, TRADES flags, names escaping the cache, the demo's
+    # reports, stroke data with NaN or bad labels, unusable checkpoints
+    "train_seed_negative": (lambda t, e: TRAIN + ["--seed", "-1", "--out", t / "m"], 2, "--seed must be an integer in"),
+    "train_seed_huge": (lambda t, e: TRAIN + ["--seed", "99999999999999999999", "--out", t / "m"], 2,
+                        "--seed must be an integer in"),
+    "train_zero_width_layer": (lambda t, e: TRAIN + ["--model-args", '{"hidden": [0]}', "--out", t / "m"], 2,
+                               "zero width"),
+    "train_zero_filters": (lambda t, e: ["train", "--model", "test_cnn6", "--epochs", "1", "--quiet", "--model-args",
+                                         '{"filters": [2, 0, 4, 4]}', "--out", t / "m"], 2, "zero width"),
+    "train_trades_beta_alone": (lambda t, e: TRAIN + ["--trades-beta", "2", "--out", t / "m"], 2,
+                                "--trades-beta needs --adversarial"),
+    "train_adv_eps_alone": (lambda t, e: TRAIN + ["--adv-eps", "0.1", "--out", t / "m"], 2, "--adv-eps needs --adversarial"),
+    "train_trades_beta_with_pgd": (lambda t, e: TRAIN + ["--adversarial", "pgd", "--trades-beta", "2", "--out", t / "m"],
+                                   2, "only applies to --adversarial trades"),
+    "train_trades_by_glr": (lambda t, e: TRAIN + ["--adversarial", "trades", "--method", "glr", "--out", t / "m"], 2,
+                            "trains by backprop"),
+    "train_trades_beta_negative": (lambda t, e: TRAIN + ["--adversarial", "trades", "--trades-beta", "-1", "--out",
+                                                         t / "m"], 2, "--trades-beta"),
+    "train_trades_beta_nan": (lambda t, e: TRAIN + ["--adversarial", "trades", "--trades-beta", "nan", "--out",
+                                                    t / "m"], 2, "--trades-beta"),
+    "train_ramp_negative": (lambda t, e: TRAIN + ["--adversarial", "pgd", "--adv-ramp-epochs", "-2", "--out", t / "m"],
+                            2, "--adv-ramp-epochs"),
+    "train_resume_unusable_checkpoint": (lambda t, e: TRAIN + ["--out", broken_checkpoints(t / "run"), "--resume"], 2,
+                                         "no usable checkpoint"),
+    "train_strokes_nan": (lambda t, e: STROKES + ["--data-dir", strokes_folder(t, "nan"), "--out", t / "m"], 2,
+                          "NaN or infinite"),
+    "train_strokes_inf": (lambda t, e: STROKES + ["--data-dir", strokes_folder(t, "inf"), "--out", t / "m"], 2,
+                          "NaN or infinite"),
+    "train_strokes_labels": (lambda t, e: STROKES + ["--data-dir", strokes_folder(t, "labels"), "--out", t / "m"], 2,
+                             "outside 0..9"),
+    "train_strokes_shape": (lambda t, e: STROKES + ["--data-dir", strokes_folder(t, "shape"), "--out", t / "m"], 2,
+                            "not stroke sequences"),
+    "pretrained_verify_dotdot": (lambda t, e: ["pretrained", "verify", "../../escape/x"], 2, "refused the model name"),
+    "pretrained_show_absolute": (lambda t, e: ["pretrained", "show", str(t / "mine")], 2, "refused the model name"),
+    "init_from_dotdot": (lambda t, e: TRAIN + ["--init-from", "../mnist/x", "--out", t / "m"], 2,
+                         "refused the model name"),
+    "demo_over_users_report_md": (lambda t, e: ["demo", "--quick", "--out", report_folder(t, "report.md")], 2,
+                                  "was not written by the demo"),
+    "demo_over_users_report_json": (lambda t, e: ["demo", "--quick", "--out", report_folder(t, "report.json")], 2,
+                                    "was not written by the demo"),
+    "demo_into_file": (lambda t, e: ["demo", "--quick", "--out", a_file(t)], 2, "is a file"),
     "train_into_user_folder": (lambda t, e: TRAIN + ["--out", user_folder(t)], 2, "not a glrzoo export"),
     "train_overwrite_user_folder": (lambda t, e: TRAIN + ["--out", user_folder(t), "--overwrite"], 2,
                                     "not a glrzoo export"),
@@ -348,6 +439,20 @@ def digits_xy(n=20):
 
 
 LIBRARY_CASES = {
+    "create_model_infer_inf": (lambda t, e: zoo.create_model("mlp", (8, 8, 1), 10, infer_stddev=math.inf),
+                               UserInputError, "infer_stddev must be a finite number"),
+    "create_model_train_nan": (lambda t, e: zoo.create_model("mlp", (8, 8, 1), 10, train_stddev=math.nan),
+                               UserInputError, "train_stddev must be a finite number"),
+    "set_noise_infer_inf": (lambda t, e: set_noise(zoo.create_model("test_mlp", (8, 8, 1), 10), infer_stddev=math.inf),
+                            UserInputError, "infer_stddev must be a finite number"),
+    "set_noise_train_inf": (lambda t, e: set_noise(zoo.create_model("test_mlp", (8, 8, 1), 10), train_stddev=math.inf),
+                            UserInputError, "train_stddev must be a finite number"),
+    "create_model_zero_width": (lambda t, e: zoo.create_model("mlp", (8, 8, 1), 10, hidden=(4, 0)), UserInputError,
+                                "zero width"),
+    "config_seed_negative": (lambda t, e: TrainConfig(model="test_mlp", seed=-3).validate(), UserInputError, "--seed"),
+    "load_pretrained_escape": (lambda t, e: zoo.load_pretrained("../../etc/passwd"), DownloadError,
+                               "refused the model name"),
+    "load_strokes_nan": (lambda t, e: load_strokes(strokes_folder(t, "nan")), DataFileError, "NaN or infinite"),
     "create_model_1d_for_cnn": (lambda t, e: zoo.create_model("test_cnn6", (8,), 10), UserInputError,
                                 "cannot be built for inputs of shape"),
     "create_model_tiny_image": (lambda t, e: zoo.create_model("cnn6", (2, 2, 1), 10), UserInputError,
@@ -421,8 +526,8 @@ def test_library_bad_input(case, export, tmp_path):
     after = snapshot(tmp_path)
     if case in ("verify_no_files",):  # the set-up itself edited the metadata
         after.pop("models/mlp/metadata.json"), before.pop("models/mlp/metadata.json")
-    if case == "load_idx_truncated":
-        after = {k: v for k, v in after.items() if not k.startswith("data")}
+    if case == "load_idx_truncated" or case.startswith("load_strokes"):
+        after = {k: v for k, v in after.items() if not k.startswith(("data", "strokes"))}
     assert after == before
 
 
@@ -554,3 +659,52 @@ def test_killed_export_leaves_no_hidden_folder_behind(tmp_path):
     (stale / "model.keras").write_bytes(b"half")
     export_model(zoo.create_model("test_mlp", (8, 8, 1), 10), tmp_path / "m", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_train_into_the_current_folder_is_refused(tmp_path, monkeypatch, capsys):
+    """An export replaces its folder as a whole: --out . (or ..) would swap out the user's working folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out in (".", "..", str(work)):
+        code, err = run_cli(TRAIN + ["--out", out], capsys)
+        assert code == 2 and "is the current folder or one above it" in one_error_line(err)
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    from training.files import output_lock
+
+    out = tmp_path / "m"
+    with output_lock(out):  # what a running 'glrzoo train --out m' holds
+        before = snapshot(tmp_path)
+        code, err = run_cli(TRAIN + ["--out", out], capsys)
+        assert code == 2 and "in use by another glrzoo command" in one_error_line(err)
+        assert snapshot(tmp_path) == before
+    assert main([str(a) for a in TRAIN + ["--out", out]]) == 0  # released: the run goes ahead
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # and no lock file is left
+
+
+def test_a_blown_up_run_keeps_nothing_unhealthy(digits, tmp_path):
+    """lr 1e16 leaves finite but huge weights: no checkpoint of them is kept, and the message says so."""
+    out = tmp_path / "m"
+    config = TrainConfig(model="test_mlp", epochs=3, batch_size=64, lr=1e16, out=str(out), verbose=0)
+    with pytest.raises(TrainingDiverged, match="nothing was kept") as info:
+        train(config, data=digits)
+    assert "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_a_run_that_blows_up_later_keeps_its_last_healthy_epoch(digits, tmp_path):
+    class Inflate(keras.callbacks.Callback):  # epoch 2 ends with weights of 1e8: finite, not healthy
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                for v in self.model.trainable_variables:
+                    v.assign(tf.fill(v.shape, 1e8))
+
+    out = tmp_path / "m"
+    config = TrainConfig(model="test_mlp", epochs=3, batch_size=64, out=str(out), verbose=0)
+    with pytest.raises(TrainingDiverged, match="last healthy state \\(after epoch 1\\)"):
+        train(config, data=digits, callbacks=[Inflate()])
+    from training.checkpoints import epochs_recorded
+    assert epochs_recorded(out / "checkpoints") == [1]

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import zoo
 from training.checkpoints import EpochCheckpoint, completed_epochs, restore_checkpoint
-from training.files import write_json
+from training.files import output_lock, write_json
 from training.pipeline import epoch_dataset
 from training.recipes import adversarial_kind
 from training.registry import create_estimator
@@ -81,6 +81,8 @@ class TrainConfig:
                              ("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 raise UserInputError(f"{label} must be an integer, got {value!r}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UserInputError(f"--seed must be an integer in [0, {2 ** 32 - 1}], got {self.seed}")
         if self.epochs < 1:
             raise UserInputError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -429,9 +431,19 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
     With ``config.out``, the state after every epoch is kept in ``<out>/checkpoints`` (weights,
     optimizer, noise generator states); ``resume=True`` continues from the last finished epoch
     with the same batches and noise as an uninterrupted run. The export replaces ``<out>`` only
-    when everything succeeded.
+    when everything succeeded. A second run into the same ``<out>`` while this one holds it is
+    refused (:func:`training.files.output_lock`).
     """
     config.validate()
+    if config.out is None:
+        return _train(config, data, argv, callbacks, command, strategy)
+    output_kind(config.out)  # a file or the user's own folder is refused before the lock file is made
+    with output_lock(Path(config.out)):
+        return _train(config, data, argv, callbacks, command, strategy)
+
+
+def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, callbacks: list | None,
+           command: str | None, strategy: tf.distribute.Strategy | None) -> dict:
     estimator = create_estimator(config.method, loss=config.loss, **config.method_args)
     out = Path(config.out) if config.out else None
     ckpt = out / CHECKPOINTS if out else None
@@ -466,7 +478,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
 
     start_epoch = restore_checkpoint(trainer, ckpt) if (ckpt is not None and config.resume) else 0
     chief = _is_chief(strategy)
-    callbacks = [DivergenceGuard(), *(callbacks or [])]
+    callbacks = [*(callbacks or []), DivergenceGuard()]  # the guard checks each epoch right before it is saved
     if ckpt is not None:
         if not config.resume and ckpt.exists():  # --overwrite: our own stale run state; an old export stays
             shutil.rmtree(ckpt)                  # in place until the new one is complete

@@ -179,6 +179,11 @@ def _check_split(folder, name: str, images: np.ndarray, labels: np.ndarray, num_
                             "one of its files is truncated or from another data set: download them again")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataFileError(f"{folder}: the {name} labels are outside 0..{num_classes - 1}; download them again")
+    if not np.issubdtype(labels.dtype, np.integer) and len(labels) and not np.all(labels == np.round(labels)):
+        raise DataFileError(f"{folder}: the {name} labels are not whole numbers; download them again")
+    if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
+        bad = int(np.sum(~np.all(np.isfinite(images.reshape(len(images), -1)), axis=1)))
+        raise DataFileError(f"{folder}: {bad} {name} examples hold NaN or infinite values; download the data again")
 
 
 def file_sha256(path: Path) -> str:
@@ -230,10 +235,17 @@ def load_strokes(folder: str | os.PathLike, scale: float = 1.0 / 28.0) -> Datase
     folder = Path(folder) / "numpy-encoded"
     out, files = {}, {}
     for split in ("train", "test"):
-        seq = _read_npy_tar(folder / f"{split}-padded-leading.tar.gz").astype(np.float32)
+        seq = _read_npy_tar(folder / f"{split}-padded-leading.tar.gz")
+        if seq.ndim != 3 or seq.shape[-1] != 4 or not np.issubdtype(seq.dtype, np.number):
+            raise _broken(folder / f"{split}-padded-leading.tar.gz",
+                          f"not stroke sequences (an array of {seq.dtype} {seq.shape}, expected [N, steps, 4])")
+        seq = seq.astype(np.float32)
         seq[..., :2] *= scale
-        labels = _read_npy_tar(folder / f"{split}-labels.tar.gz").astype(np.int32)
+        labels = _read_npy_tar(folder / f"{split}-labels.tar.gz")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number):
+            raise _broken(folder / f"{split}-labels.tar.gz", f"not labels (an array of {labels.dtype} {labels.shape})")
         _check_split(folder, split, seq, labels)
+        labels = labels.astype(np.int32)
         out[split] = (seq, labels)
         for stem in ("padded-leading", "labels"):
             files[f"{split}-{stem}.tar.gz"] = file_sha256(folder / f"{split}-{stem}.tar.gz")

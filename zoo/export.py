@@ -115,6 +115,10 @@ def output_kind(out: str | os.PathLike) -> str:
     Raises :class:`OutputExistsError` for a file, or a folder holding anything else (the user's data,
     never replaced)."""
     out = Path(out)
+    here = Path.cwd().resolve()
+    if out.exists() and (out.resolve() == here or out.resolve() in here.parents):
+        raise OutputExistsError(f"--out {out} is the current folder or one above it, which an export replaces as a "
+                                "whole; name a new folder inside it, e.g. --out ./model (nothing was changed)")
     if not out.exists():
         return "missing"
     if not out.is_dir():

@@ -1,6 +1,9 @@
 """Inspect and change the noise of a built (or trained, or compiled) model in place."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 
 from zoo.errors import UserInputError
@@ -26,8 +29,8 @@ def set_noise(model: keras.Model, *, train_stddev: float | None = None,
         infer_stddev: stddev used at inference; ``None`` leaves it.
     """
     for label, value in (("train_stddev", train_stddev), ("infer_stddev", infer_stddev)):
-        if value is not None and not value >= 0:
-            raise UserInputError(f"{label} must be >= 0, got {value}")
+        if value is not None and not (isinstance(value, numbers.Real) and 0 <= value < math.inf):
+            raise UserInputError(f"{label} must be a finite number >= 0, got {value!r}")
     for layer in noisy_layers(model):
         if train_stddev is not None:
             layer.train_stddev.assign(float(train_stddev))

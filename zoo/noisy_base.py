@@ -18,6 +18,8 @@ additive noise and records what a likelihood-ratio estimator needs (see ``glr_gr
 """
 from __future__ import annotations
 
+import math
+import numbers
 import random
 
 import keras
@@ -72,8 +74,8 @@ class NoisyLayer(keras.layers.Layer):
         if noise not in NOISE_KINDS:
             raise UserInputError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         for label, value in (("train_stddev", train_stddev), ("infer_stddev", infer_stddev)):
-            if not value >= 0:
-                raise UserInputError(f"{label} must be >= 0, got {value}")
+            if not (isinstance(value, numbers.Real) and 0 <= value < math.inf):
+                raise UserInputError(f"{label} must be a finite number >= 0, got {value!r}")
         activations.get(activation)  # validate early
         self.activation = activation
         self.noise = noise

@@ -88,7 +88,7 @@ def create_model(name: str, input_shape, num_classes: int, **overrides) -> keras
         raise UserInputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     shape = tuple(int(d) for d in shape)
     try:
-        return entry.builder(shape, int(num_classes), **args)
+        model = entry.builder(shape, int(num_classes), **args)
     except (ValueError, IndexError, TypeError) as e:
         if isinstance(e, UserInputError):
             raise
@@ -96,6 +96,11 @@ def create_model(name: str, input_shape, num_classes: int, **overrides) -> keras
         raise UserInputError(f"model {name!r} cannot be built for inputs of shape {shape} ({first[:160]}); "
                              f"give it inputs it was designed for (see 'glrzoo models {name}') or other "
                              "--model-args") from e
+    empty = next((v for v in model.weights if 0 in tuple(v.shape)), None)
+    if empty is not None:  # oneDNN aborts the process on a zero-width layer: refuse it here
+        raise UserInputError(f"model {name!r} with these arguments has a layer of zero width ({empty.path} has shape "
+                             f"{tuple(empty.shape)}); every width and filter count must be >= 1 (--model-args)")
+    return model
 
 
 def _ensure_loaded() -> None:
