@@ -465,6 +465,13 @@ def cmd_sweep(args, argv) -> int:
 
 def cmd_evaluate(args) -> int:
     suites = _names("--suite", args.suite, list_suites())
+    if not suites:
+        raise UserInputError(f"--suite names no suite; choose one or more of {', '.join(list_suites())}")
+    report = Path(args.out).resolve()
+    inside = next((m for m in args.models if Path(m).is_dir() and report.is_relative_to(Path(m).resolve())), None)
+    if inside is not None:
+        raise UserInputError(f"--out {args.out} is inside the model {inside}, whose files are checksummed; "
+                             "write the report elsewhere")
     if not 0 <= args.abstain_alpha < 1:
         raise UserInputError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
     eps_list = _numbers("--eps", args.eps, low=0, high=1)

@@ -278,6 +278,10 @@ CLI_CASES = {
     "evaluate_dataset_mismatch": (
         lambda t, e: ["evaluate", relabel(e, "fashion_mnist"), "--suite", "clean", "--n", "20", "--out", t / "r"], 2,
         "--allow-dataset-mismatch"),
+    "evaluate_empty_suite": (lambda t, e: ["evaluate", e, "--suite", "", "--out", t / "r"], 2, "--suite names no suite"),
+    "evaluate_comma_suite": (lambda t, e: ["evaluate", e, "--suite", ",", "--out", t / "r"], 2, "--suite names no suite"),
+    "evaluate_out_inside_export": (lambda t, e: ["evaluate", e, "--suite", "clean", "--out", e / "report"], 2,
+                                   "is inside the model"),
     "evaluate_eps_inf": (lambda t, e: ["evaluate", e, "--eps", "0.1,inf", "--out", t / "r"], 2, "--eps"),
     "evaluate_eps_big": (lambda t, e: ["evaluate", e, "--eps", "3", "--out", t / "r"], 2, "in [0, 1]"),
     "evaluate_votes_zero": (lambda t, e: ["evaluate", e, "--suite", "voting", "--votes", "0", "--out", t / "r"], 2,
@@ -708,3 +712,30 @@ def test_a_run_that_blows_up_later_keeps_its_last_healthy_epoch(digits, tmp_path
         train(config, data=digits, callbacks=[Inflate()])
     from training.checkpoints import epochs_recorded
     assert epochs_recorded(out / "checkpoints") == [1]
+
+
+def test_exports_are_readable_by_other_users(tmp_path):
+    """mkdtemp makes 0700 folders; an export must get an ordinary folder's mode so that a model server
+    running as another user can read it."""
+    import os
+    import stat
+    umask = os.umask(0o022)
+    try:
+        export_model(zoo.create_model("test_mlp", (8, 8, 1), 10), tmp_path / "m", {})
+    finally:
+        os.umask(umask)
+    for p in [tmp_path / "m", *(tmp_path / "m").rglob("*")]:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert mode & 0o044 == 0o044, (p, oct(mode))  # group and others can read
+        if p.is_dir():
+            assert mode & 0o011 == 0o011, (p, oct(mode))
+
+
+def test_a_model_file_with_python_code_is_refused_in_one_line(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda x: x * 2)])
+    (tmp_path / "m").mkdir()
+    model.save(tmp_path / "m" / "model.keras")
+    from zoo.export import load_model
+    with pytest.raises(ExportError, match="holds Python code") as info:
+        load_model(tmp_path / "m", verify=False)
+    assert "\n" not in str(info.value) and "safe_mode=False" not in str(info.value)

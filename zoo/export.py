@@ -200,7 +200,7 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
         raise OutputExistsError(f"{out} already holds an export; pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_siblings(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    tmp = make_folder_beside(out)
     try:
         model.save(tmp / KERAS_FILE)
         build_export_archive(model, value_range).write_out(str(tmp / SAVEDMODEL_VERSION), verbose=False)
@@ -240,6 +240,17 @@ def _nonfinite_paths(value, path="") -> list[str]:
     if isinstance(value, float) and not math.isfinite(value):
         return [f"{path}={value}"]
     return []
+
+
+def make_folder_beside(out: Path) -> Path:
+    """A new hidden temporary folder next to ``out`` (same file system, so it can be renamed into
+    place), with the permissions of an ordinary folder (``0777`` less the umask, not ``mkdtemp``'s
+    ``0700``), so a server running as another user (TF Serving) can read the export."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -335,7 +346,13 @@ def load_model(export_dir: str | os.PathLike, verify: bool = True) -> keras.Mode
     elif not (root / KERAS_FILE).is_file():
         raise ExportError(f"{root} is not a glrzoo export (no {KERAS_FILE})")
     import zoo.models  # noqa: F401  (registers the custom layers)
-    return keras.saving.load_model(root / KERAS_FILE, compile=False)
+    try:
+        return keras.saving.load_model(root / KERAS_FILE, compile=False)
+    except ValueError as e:
+        if "safe_mode" not in str(e) and "Lambda" not in str(e):
+            raise
+        raise ExportError(f"{root / KERAS_FILE} holds Python code (a Lambda layer), which glrzoo does not run; "
+                          "rebuild the model from registered layers and export it again") from None
 
 
 def load_signatures(export_dir: str | os.PathLike) -> dict:

@@ -49,6 +49,7 @@ from zoo.export import (
     ExportError,
     clean_stale_siblings,
     load_model,
+    make_folder_beside,
     read_metadata,
     sha256,
     verify_export,
@@ -317,7 +318,7 @@ def _download(name: str, url: str, files: dict, cache: Path) -> Path:
         check_name(rel, f"the index entry of {name!r} at {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_siblings(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
+    tmp = make_folder_beside(dest)
     try:
         for rel, digest in sorted(files.items()):
             parts = PurePosixPath(rel).parts
