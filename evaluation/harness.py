@@ -30,6 +30,7 @@ from evaluation.suites import SuiteContext, SuiteSettings, get_suite, list_suite
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import MAX_STDDEV, MAX_VOTES, load_model, read_metadata, verify_export
 from zoo.noise import set_noise
+from zoo.pretrained import model_path
 
 SCHEMA_VERSION = 2
 
@@ -260,6 +261,8 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
                                  f"{certify_n0}, {certify_n}, {certify_max_points} and {certify_alpha}")
         if certify_radii is not None and any(not r >= 0 for r in certify_radii):
             raise UserInputError(f"certify radii must be >= 0, got {list(certify_radii)}")
+    model_dirs = [str(model_path(d, log)) for d in model_dirs]  # a folder or a pretrained name, verified
+    sources = [str(model_path(d, log)) for d in sources]
     _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
     for d in sources:  # sources too, before any row is made

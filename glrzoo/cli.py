@@ -38,6 +38,7 @@ from zoo import leaderboard, pretrained
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
 from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, read_metadata, update_metadata
+from zoo.pretrained import model_path
 from zoo.registry import get_entry, list_models
 from zoo.serving import write_models_config
 
@@ -463,10 +464,15 @@ def cmd_sweep(args, argv) -> int:
     return 0
 
 
+def _note(message: str) -> None:
+    print(f"glrzoo: {message}", file=sys.stderr)
+
+
 def cmd_evaluate(args) -> int:
     suites = _names("--suite", args.suite, list_suites())
     if not suites:
         raise UserInputError(f"--suite names no suite; choose one or more of {', '.join(list_suites())}")
+    args.models = [str(model_path(m, log=_note)) for m in args.models]  # folders or pretrained names
     report = Path(args.out).resolve()
     inside = next((m for m in args.models if Path(m).is_dir() and report.is_relative_to(Path(m).resolve())), None)
     if inside is not None:
@@ -507,6 +513,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_recalibrate_bn(args, argv) -> int:
+    args.export = str(model_path(args.export, log=_note))
     dataset = args.dataset or read_metadata(args.export)["dataset"]["name"]
     data = load_dataset(dataset, args.data_dir, args.download)
     meta = recalibrate_export(args.export, args.out, data, stddev=args.stddev, examples=args.examples,
@@ -600,6 +607,8 @@ def cmd_pretrained(args) -> int:
 
 
 def cmd_serve_config(args) -> int:
+    if not Path(args.root).is_dir() and pretrained.is_model_name(args.root):  # the config serves that one model
+        args.root = str(model_path(args.root, log=_note))
     out = Path(args.out) if args.out else Path(args.root) / "models.config"
     path = write_models_config(args.root, out, base=args.base, policy=args.policy)
     print(f"wrote {path}; start the server with:\n  tensorflow_model_server --port=8500 --rest_api_port=8501 "

@@ -262,3 +262,27 @@ def test_a_model_name_from_the_command_line_stays_inside_its_root(name, no_local
     assert main(["pretrained", "verify", name]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refused the model name" in err[0], err
+
+
+def test_commands_take_pretrained_names_and_a_folder_wins(tmp_path, monkeypatch, capsys):
+    """``glrzoo evaluate NAME`` uses the pretrained model (verified) and says so; a folder of the same
+    name in the working directory wins, and the message says which was used."""
+    monkeypatch.chdir(tmp_path)
+    args = ["evaluate", NAME, "--suite", "clean", "--n", "40"]
+    assert main(args + ["--out", "r1"]) == 0
+    err = capsys.readouterr().err
+    assert f"{NAME}: pretrained model at {builtin_root() / NAME}" in err
+    shutil.copytree(builtin_root() / NAME, tmp_path / NAME)
+    assert main(args + ["--out", "r2"]) == 0
+    assert "using the folder" in capsys.readouterr().err
+    rows = [json.loads((tmp_path / r / "report.json").read_text())["rows"] for r in ("r1", "r2")]
+    assert [row["accuracy"] for row in rows[0]] == [row["accuracy"] for row in rows[1]]
+    copy = tmp_path / "altered"
+    shutil.copytree(builtin_root() / NAME, copy)
+    with open(copy / "model.keras", "ab") as f:
+        f.write(b"x")
+    monkeypatch.setenv("GLRZOO_PRETRAINED_DIR", str(tmp_path / "altered_root"))
+    shutil.copytree(copy, tmp_path / "altered_root" / NAME)
+    shutil.rmtree(tmp_path / NAME)
+    assert main(args + ["--out", "r3"]) == 2  # a name is verified by its sha256 before use
+    assert "does not match its sha256" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import json
 import math
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -211,11 +212,8 @@ NOT_COPIED = ("train_stddev", "infer_stddev", "rng_state")  # the run's own nois
 
 def init_source(spec: str) -> Path:
     """The export folder ``--init-from`` names: a folder holding an export, else a pretrained name."""
-    path = Path(spec)
-    if path.is_dir():
-        return path
-    from zoo.pretrained import resolve
-    return resolve(spec)
+    from zoo.pretrained import model_path
+    return model_path(spec, log=lambda m: print(f"glrzoo: --init-from {m}", file=sys.stderr))
 
 
 def initialize_from(model: keras.Model, spec: str) -> dict:

@@ -162,6 +162,38 @@ def resolve(name: str, root: str | os.PathLike | None = None) -> Path:
     return fetch(name, _not_here=local)
 
 
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` has the form of a model name (``mnist/cnn6_bp``; see :func:`check_name`)."""
+    return isinstance(text, str) and all(NAME_PART.match(part) for part in text.split("/"))
+
+
+def model_path(spec: str | os.PathLike, log=None) -> Path:
+    """The export a command or function was given: a folder holding an export, else a pretrained
+    name (``mnist/cnn6_bp``: the local root, the cache, then a download), verified by every file's
+    sha256 before it is returned. A folder wins when both exist; ``log`` (e.g. ``print``) is told
+    which was used when it was a name or when both existed."""
+    path = Path(spec)
+    text = str(spec)
+    is_name = is_model_name(text)
+    if path.is_dir():
+        root = pretrained_root()
+        if log is not None and is_name and root.is_dir() and text in _exports_under(root):
+            log(f"{text}: using the folder {path.resolve()}, not the pretrained model of the same name")
+        verify_export(path)
+        return path
+    if not is_name:
+        raise ExportError(f"no folder {text} (and it is not a pretrained model name); check the path "
+                          "('glrzoo pretrained list' shows the names)")
+    try:
+        found = resolve(text)
+    except ExportError as e:
+        raise type(e)(f"{text} is not a folder, and as a pretrained name: {e}") from None
+    verify_export(found)
+    if log is not None:
+        log(f"{text}: pretrained model at {found}")
+    return found
+
+
 def describe(name: str, root: str | os.PathLike | None = None) -> dict:
     """The metadata of ``name`` (training recipe, command, metrics, evaluation summary, files)."""
     return read_metadata(resolve(name, root))

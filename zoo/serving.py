@@ -125,12 +125,23 @@ def rest_request(images, signature: str = "serving_default", stddev: float | Non
     raise UserInputError(f"unknown signature {signature!r}; choose serving_default or noisy_vote")
 
 
+def _grpc_modules():
+    """``(grpc, predict_pb2, prediction_service_pb2_grpc)``, or one line naming the extra that provides them."""
+    try:
+        import grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    except ImportError:
+        raise UserInputError("the gRPC client needs glrzoo's serving extra: pip install 'glrzoo[serving]' "
+                             "(the REST client, protocol='rest', needs nothing more)") from None
+    return grpc, predict_pb2, prediction_service_pb2_grpc
+
+
 def grpc_request(model: str, images, signature: str = "serving_default", stddev: float | None = None,
                  votes: int | None = None, version: int | None = None):
     """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for ``images``."""
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
 
+    _, predict_pb2, _ = _grpc_modules()
     req = predict_pb2.PredictRequest()
     req.model_spec.name = model
     req.model_spec.signature_name = signature
@@ -169,10 +180,9 @@ class ServingClient:
         return {k: np.array(v) for k, v in answer["outputs"].items()}
 
     def _grpc(self, req) -> dict[str, np.ndarray]:
-        import grpc
         import tensorflow as tf
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+        grpc, _, prediction_service_pb2_grpc = _grpc_modules()
         with grpc.insecure_channel(f"{self.host}:{self.grpc_port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             resp = stub.Predict(req, self.timeout)
