@@ -162,6 +162,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-bn-stats", action=argparse.BooleanOptionalAction, default=None,
                    help="batch norm normalizes with its moving statistics while training and never updates them "
                         "(noise fine-tuning of a clean net: use with --init-from) (default: the recipe's, else off)")
+    p.add_argument("--input-noise", type=_stddev, default=None, metavar="SIGMA",
+                   help=_recipe_help("stddev of Gaussian noise added to every training input, in pixel units: the "
+                                     "base classifier of randomized smoothing (Cohen et al. 2019; certify it with "
+                                     "--suite certify --certify-sigmas SIGMA)", g["input_noise"]))
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
     g = p.add_argument_group("adversarial training (--adversarial pgd, fgsm_rs or trades)")

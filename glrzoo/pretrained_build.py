@@ -112,7 +112,8 @@ RECIPES: dict[str, Recipe] = {
 GLR_TABLE_ROWS = ("bp_sigmoid_ce", "glr_sigmoid_ce", "glr_threshold_ce", "glr_sigmoid_01", "glr_threshold_01")
 GLR_TABLE = tuple(f"{d}/{row}" for d in ("mnist", "fashion_mnist") for row in GLR_TABLE_ROWS)
 COMMAND_ROOT = "saved_models"  # --out of the recorded commands, which run from the repository root
-ADVERSARIAL_FLAGS = {"eps": "--adv-eps", "step": "--adv-step", "iterations": "--adv-iters"}
+ADVERSARIAL_FLAGS = {"eps": "--adv-eps", "step": "--adv-step", "iterations": "--adv-iters", "ramp_epochs": "--adv-ramp-epochs",
+                     "beta": "--trades-beta"}
 
 
 def _text(value) -> str:
@@ -121,7 +122,11 @@ def _text(value) -> str:
 
 def _adversarial_flags(value: dict) -> list[str]:
     """``--adversarial fgsm_rs --adv-eps E`` for fast adversarial training (every example, one step,
-    ``--adv-step`` only where it is not 1.25 eps), else ``--adversarial pgd`` with the keys given."""
+    ``--adv-step`` only where it is not 1.25 eps), ``--adversarial trades`` with the keys given for
+    TRADES, else ``--adversarial pgd`` with the keys given."""
+    if adversarial_kind(value) == "trades":
+        return ["--adversarial", "trades", *(flag for key, v in value.items() if key != "kind"
+                                             for flag in (ADVERSARIAL_FLAGS[key], _text(v)))]
     if adversarial_kind(value) == "fgsm_rs":
         if value.get("iterations", 1) != 1 or not value.get("random_start", True):
             raise UserInputError("an adversarial recipe on every example (fraction 1) is fgsm_rs: one step from a "

@@ -286,3 +286,61 @@ def test_commands_take_pretrained_names_and_a_folder_wins(tmp_path, monkeypatch,
     shutil.rmtree(tmp_path / NAME)
     assert main(args + ["--out", "r3"]) == 2  # a name is verified by its sha256 before use
     assert "does not match its sha256" in capsys.readouterr().err
+
+
+CLIENT_SCRIPT = """
+import sys
+import numpy as np
+from zoo.serving import ServingClient
+client = ServingClient("cnn6_bp", rest_port=int(sys.argv[1]))
+answer = client.predict(np.zeros((2, 28, 28, 1), np.float32))
+assert answer["probabilities"].shape == (2, 10), answer
+print("SERVED", answer["classes"].tolist())
+"""
+
+
+@pytest.mark.large  # a few minutes: a fresh virtual environment with the wheel and its dependencies
+def test_pip_install_of_the_wheel_is_the_whole_install(tmp_path):
+    """The installed user's path: the wheel into a fresh venv by pip, its dependencies resolved from
+    the package registry (cleverhans included: no --no-deps), then, from a folder outside the
+    checkout, a pretrained model evaluated by name with white-box attacks, and a serving client call."""
+    import venv
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers.serving_standin import Bundle, start_rest
+
+    src, dist, work = (tmp_path / n for n in ("src", "dist", "work"))
+    for d in (src, dist, work):
+        d.mkdir()
+    _copy_checkout(src)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", "-w", str(dist), str(src)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    wheel = next(dist.glob("glrzoo-*.whl"))
+    venv.create(tmp_path / "venv", with_pip=True)
+    py = tmp_path / "venv" / "bin" / "python"
+    install = subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True,
+                             timeout=1800)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLRZOO_PRETRAINED", "PYTHONPATH", "VIRTUAL_ENV"))}
+    env.update(GLRZOO_CACHE=str(tmp_path / "empty_cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    glrzoo = tmp_path / "venv" / "bin" / "glrzoo"
+    run = subprocess.run([str(glrzoo), "evaluate", "mnist/cnn6_bp", "--dataset", "mnist", "--suite", "clean,whitebox",
+                          "--attacks", "fgsm,pgd,autoattack", "--n", "20", "--out", "r"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = json.loads((work / "r" / "report.json").read_text())["rows"]
+    attacks = {r["attack"] for r in rows if r["suite"] == "whitebox"}
+    assert {"fgsm", "pgd", "autoattack"} <= attacks, attacks
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    site = subprocess.run([str(py), "-c", "import zoo; print(zoo.pretrained.builtin_root())"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    export = Path(site.stdout.strip().splitlines()[-1]) / "mnist" / "cnn6_bp"
+    assert export.is_relative_to(tmp_path / "venv"), export
+    rest, port = start_rest({"cnn6_bp": Bundle(str(export / "1"))})
+    try:
+        call = subprocess.run([str(py), "-c", CLIENT_SCRIPT, str(port)], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=600)
+    finally:
+        rest.shutdown()
+    assert call.returncode == 0 and "SERVED" in call.stdout, call.stdout[-3000:] + call.stderr[-3000:]

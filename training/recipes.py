@@ -82,7 +82,7 @@ RECIPES: dict[tuple[str, str, str], dict] = {
 
 RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weight_decay", "noise", "train_stddev",
                  "infer_stddev", "activation", "loss", "model_args", "method_args", "adversarial", "init_from",
-                 "freeze_bn_stats")
+                 "freeze_bn_stats", "input_noise")
 MERGED_FIELDS = ("model_args", "method_args", "adversarial")
 # Madry et al.'s PGD training (half of each batch adversarial); `--adversarial fgsm_rs` gives fraction 1.
 ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}

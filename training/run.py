@@ -74,6 +74,7 @@ class TrainConfig:
     adversarial: dict | None = None  # e.g. {"eps": 0.3, "step": 0.01, "iterations": 40}: PGD training
     init_from: str | None = None  # export folder or pretrained name whose weights start the run (fine-tuning)
     freeze_bn_stats: bool = False  # batch norm uses (and keeps) its moving statistics while training
+    input_noise: float = 0.0  # stddev of Gaussian noise added to every training input (Cohen et al. 2019)
     allow_recipe_change: bool = False  # --resume with a changed lr, epochs or estimator option
     recipe_defaults: dict | None = None  # which row of training.recipes filled unset flags, and with what (recorded)
 
@@ -91,7 +92,8 @@ class TrainConfig:
         for label, value in (("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):
             if value is not None and value < 1:
                 raise UserInputError(f"{label} must be >= 1, got {value}")
-        numbers = [("--lr", self.lr), ("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev)]
+        numbers = [("--lr", self.lr), ("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev),
+                   ("--input-noise", self.input_noise)]
         if self.weight_decay is not None:
             numbers.append(("--weight-decay", self.weight_decay))
         adv_flags = {"eps": "--adv-eps", "step": "--adv-step", "ramp_epochs": "--adv-ramp-epochs", "beta": "--trades-beta"}
@@ -110,6 +112,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev),
+                             ("--input-noise", self.input_noise),
                              *((adv_flags[k], v) for k, v in (self.adversarial or {}).items()
                                if k in ("ramp_epochs", "beta"))):
             if not value >= 0:
@@ -330,6 +333,10 @@ def _read_run_log(ckpt: Path) -> dict | None:
 
 
 def _recipe_diff(old: dict, new: dict) -> dict:
+    """``{field: (old, new)}`` where the recipes differ; a field a run recorded before it existed
+    counts as its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    old = {**{k: v for k, v in defaults.items() if k in new and k not in old}, **old}
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
@@ -405,11 +412,16 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
 
 
 def adversarial_training(config: TrainConfig, estimator, steps_per_epoch: int) -> tuple:
-    """``(estimator, transforms)`` with ``config.adversarial`` applied: PGD and fgsm_rs add a batch
-    transform, TRADES replaces backprop by its own objective (:class:`training.adversarial.TradesBackprop`).
-    ``ramp_epochs`` becomes the ramp's optimizer steps."""
+    """``(estimator, transforms)`` with ``config.input_noise`` and ``config.adversarial`` applied:
+    Gaussian input noise is a batch transform (:class:`training.augment.GaussianInputNoise`), PGD and
+    fgsm_rs add one after it, TRADES replaces backprop by its own objective
+    (:class:`training.adversarial.TradesBackprop`). ``ramp_epochs`` becomes the ramp's optimizer steps."""
+    noise = []
+    if config.input_noise > 0:
+        from training.augment import GaussianInputNoise
+        noise = [GaussianInputNoise(config.input_noise, seed=config.seed)]
     if config.adversarial is None:
-        return estimator, []
+        return estimator, noise
     from training.adversarial import TradesBackprop, pgd_training
 
     settings = dict(config.adversarial)
@@ -417,8 +429,8 @@ def adversarial_training(config: TrainConfig, estimator, steps_per_epoch: int) -
     if adversarial_kind(settings) == "trades":
         keep = ("eps", "step", "iterations", "beta")
         return TradesBackprop(**{k: settings[k] for k in keep if k in settings}, seed=config.seed,
-                              ramp_steps=ramp_steps, loss=config.loss), []
-    return estimator, [pgd_training(seed=config.seed, ramp_steps=ramp_steps, **settings)]
+                              ramp_steps=ramp_steps, loss=config.loss), noise
+    return estimator, [*noise, pgd_training(seed=config.seed, ramp_steps=ramp_steps, **settings)]
 
 
 def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,
