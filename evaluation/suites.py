@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -33,7 +34,7 @@ from evaluation.pass_score import mean_pass
 from evaluation.surrogate import has_step_activations, smoothed_model
 from zoo.errors import UserInputError
 from zoo.export import load_model
-from zoo.noise import noise_settings
+from zoo.noise import noise_settings, restart_noise
 from zoo.registry import import_submodules
 from zoo.voting import smoothed_predict, vote_counts
 
@@ -389,7 +390,8 @@ def voting_suite(ctx: SuiteContext) -> None:
                 if ctx.done(key) or (stddev == 0 and grid_votes > 1):
                     continue
                 accs, abstain, kept_acc = [], [], []
-                for _ in range(s.vote_repeats if stddev > 0 else 1):
+                for repeat in range(s.vote_repeats if stddev > 0 else 1):
+                    restart_noise(model, zlib.crc32(f"{s.seed}|{key}|{repeat}".encode()))  # same draws after a resume
                     counts = vote_counts(model, tf.constant(x), grid_votes, stddev).numpy()  # all votes in one call
                     ctx.count("model_passes", grid_votes)
                     accs.append(float(np.mean(counts.argmax(-1) == y)))

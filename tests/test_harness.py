@@ -187,3 +187,28 @@ def test_every_registered_corruption_reaches_the_report(exports, tmp_path, monke
     assert next(r for r in rows if r["corruption"] == "mean (eq. 6)")["accuracy"] == pytest.approx(eq6)
     assert next(r for r in rows if r["corruption"] == "mean (all)")["accuracy"] == pytest.approx(np.mean(list(per.values())))
     assert "test_invert" in write_report(res, tmp_path).read_text()
+
+
+def test_voting_rows_after_a_resume_equal_an_uninterrupted_run(exports, digits, tmp_path):
+    """Each voting cell restarts the noise streams from its own key, so a cell computed after an
+    interruption draws the same noise as in one uninterrupted run (kill -9 then rerun: same rows)."""
+    import json
+    import shutil
+
+    from evaluation.harness import evaluate
+
+    x, y = digits.x_test[:120], digits.y_test[:120]
+    kw = dict(suites=("voting",), stddevs=(0.5, 1.0), votes_list=(1, 5), vote_repeats=2, log=lambda s: None)
+    evaluate([str(exports / "relu")], x, y, out=tmp_path / "full", **kw)
+    full = json.loads((tmp_path / "full" / "report.json").read_text())["rows"]
+    assert len(full) == 4 and len({r["accuracy"] for r in full}) > 1
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    report = tmp_path / "resumed" / "report.json"
+    kept = json.loads(report.read_text())
+    kept["rows"] = kept["rows"][:1]  # as if killed after the first cell
+    report.write_text(json.dumps(kept))
+    evaluate([str(exports / "relu")], x, y, out=tmp_path / "resumed", **kw)
+    again = json.loads(report.read_text())["rows"]
+    key = lambda r: r["key"]  # noqa: E731
+    assert [(r["key"], r["accuracy"], r["spread"]) for r in sorted(again, key=key)] == \
+        [(r["key"], r["accuracy"], r["spread"]) for r in sorted(full, key=key)]

@@ -38,6 +38,15 @@ def set_noise(model: keras.Model, *, train_stddev: float | None = None,
             layer.infer_stddev.assign(float(infer_stddev))
 
 
+def restart_noise(model: keras.Model, stream: int) -> None:
+    """Put every noisy layer's generator at the start of stream ``stream`` (its counter; the layer's
+    own seed stays), so what follows draws the same noise whatever ran before: an evaluation row
+    computed after a resume equals the uninterrupted run's. ``stream``: an integer in [0, 2^62)."""
+    for layer in noisy_layers(model):
+        seed = int(layer.rng_state.numpy()[0])
+        layer.rng_state.assign([seed, int(stream) << 20])  # 2^20 draws per stream before the next one
+
+
 def noise_settings(model: keras.Model) -> dict:
     """``{"noise": kind, "train_stddev": s, "infer_stddev": s}`` of the first noisy layer."""
     layers = noisy_layers(model)
