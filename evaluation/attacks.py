@@ -38,7 +38,6 @@ draws: the attacked function is the mean of the logits over ``eot`` noisy passes
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import inspect
 from typing import Callable, NamedTuple
 
@@ -46,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import UserInputError
-from zoo.registry import import_submodules
+from zoo.registry import Registry
 
 
 class AttackSettings(NamedTuple):
@@ -87,7 +86,7 @@ class AttackEntry:
     single_step: bool = False
 
 
-ATTACKS: dict[str, AttackEntry] = {}
+ATTACKS = Registry("attack", package="evaluation")
 KINDS = ("ball", "minimal")
 GRADIENTS = ("model", "surrogate", "none")
 
@@ -104,27 +103,20 @@ def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", d
         raise ValueError(f"attack {name!r}: kind must be one of {KINDS} and gradient one of {GRADIENTS}")
 
     def decorator(run):
-        if name in ATTACKS:
-            raise ValueError(f"attack {name!r} is already registered")
         doc = description or (inspect.getdoc(run) or name).splitlines()[0]
-        ATTACKS[name] = AttackEntry(name, run, kind, gradient, doc, single_step)
+        ATTACKS.add(name, AttackEntry(name, run, kind, gradient, doc, single_step))
         return run
     return decorator
 
 
 def list_attacks(pattern: str = "*", *, kind: str | None = None, gradient: str | None = None) -> list[str]:
     """Registered attack names matching ``pattern`` (and ``kind`` / ``gradient`` if given), in registration order."""
-    import_submodules("evaluation")
-    return [a.name for a in ATTACKS.values() if fnmatch.fnmatch(a.name, pattern)
-            and kind in (None, a.kind) and gradient in (None, a.gradient)]
+    return ATTACKS.names(pattern, where=lambda a: kind in (None, a.kind) and gradient in (None, a.gradient))
 
 
 def get_attack(name: str) -> AttackEntry:
     """The registry entry of attack ``name``; :class:`UserInputError` naming the choices otherwise."""
-    import_submodules("evaluation")
-    if name not in ATTACKS:
-        raise UserInputError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
-    return ATTACKS[name]
+    return ATTACKS.entry(name)
 
 
 def logits_fn(model, eot: int = 1, stddev=None) -> Callable[[tf.Tensor], tf.Tensor]:

@@ -12,7 +12,6 @@ a corrupted batch of the same shape, clipped to [0, 1]. Corrupted images are mad
 """
 from __future__ import annotations
 
-import fnmatch
 import zlib
 from typing import Callable, NamedTuple
 
@@ -20,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from zoo.errors import UserInputError
-from zoo.registry import import_submodules
+from zoo.registry import Registry
 
 
 class Corruption(NamedTuple):
@@ -35,7 +34,7 @@ class Corruption(NamedTuple):
     paper: bool = False
 
 
-CORRUPTIONS: dict[str, Corruption] = {}
+CORRUPTIONS = Registry("corruption", package="evaluation", unknown="unknown corruption {name!r}; choose from {choices}")
 
 
 def register_corruption(name, severities: tuple | None = None, *, paper: bool = False):
@@ -47,11 +46,9 @@ def register_corruption(name, severities: tuple | None = None, *, paper: bool = 
     severities are required.
     """
     def add(corruption: Corruption) -> None:
-        if corruption.name in CORRUPTIONS:
-            raise ValueError(f"corruption {corruption.name!r} already exists")
         if len(corruption.severities) != 5:
             raise ValueError("a corruption needs five severities")
-        CORRUPTIONS[corruption.name] = corruption
+        CORRUPTIONS.add(corruption.name, corruption)
 
     if isinstance(name, Corruption):
         add(name)
@@ -65,16 +62,12 @@ def register_corruption(name, severities: tuple | None = None, *, paper: bool = 
 
 def list_corruptions(pattern: str = "*", *, paper: bool | None = None) -> list[str]:
     """Registered corruption names matching ``pattern`` (``paper=True``: the authors' four), in registration order."""
-    import_submodules("evaluation")
-    return [c.name for c in CORRUPTIONS.values() if fnmatch.fnmatch(c.name, pattern) and paper in (None, c.paper)]
+    return CORRUPTIONS.names(pattern, where=lambda c: paper in (None, c.paper))
 
 
 def get_corruption(name: str) -> Corruption:
     """The registered corruption ``name``; :class:`UserInputError` naming the choices otherwise."""
-    import_submodules("evaluation")
-    if name not in CORRUPTIONS:
-        raise UserInputError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
-    return CORRUPTIONS[name]
+    return CORRUPTIONS.entry(name)
 
 
 @register_corruption("gaussian_noise", (0.04, 0.06, 0.08, 0.09, 0.10), paper=True)

@@ -17,7 +17,6 @@ whose accuracy a white-box attack should never exceed (a gradient-masking check)
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -32,10 +31,9 @@ from evaluation.distortion import changed_fraction, common_correct
 from evaluation.metrics import accuracy_row
 from evaluation.pass_score import mean_pass
 from evaluation.surrogate import has_step_activations, smoothed_model
-from zoo.errors import UserInputError
 from zoo.export import load_model
 from zoo.noise import noise_settings, restart_noise
-from zoo.registry import import_submodules
+from zoo.registry import Registry
 from zoo.voting import smoothed_predict, vote_counts
 
 if TYPE_CHECKING:
@@ -135,31 +133,25 @@ class SuiteEntry:
     blackbox: bool = False
 
 
-SUITES: dict[str, SuiteEntry] = {}
+SUITES = Registry("suite", package="evaluation", unknown="unknown suite {name!r}; choose from {choices}")
 
 
 def register_suite(name: str, *, note: str = "", pixels: bool = False, images: bool = False, blackbox: bool = False):
     """Decorator: register ``fn(ctx: SuiteContext) -> None`` as suite ``name`` (see the module docstring)."""
     def decorator(fn):
-        if name in SUITES:
-            raise ValueError(f"suite {name!r} is already registered")
-        SUITES[name] = SuiteEntry(name, fn, note, pixels, images, blackbox)
+        SUITES.add(name, SuiteEntry(name, fn, note, pixels, images, blackbox))
         return fn
     return decorator
 
 
 def list_suites(pattern: str = "*") -> list[str]:
     """Registered suite names matching ``pattern``, in registration order (the report's section order)."""
-    import_submodules("evaluation")
-    return [name for name in SUITES if fnmatch.fnmatch(name, pattern)]
+    return SUITES.names(pattern)
 
 
 def get_suite(name: str) -> SuiteEntry:
     """The registered suite ``name``; :class:`UserInputError` naming the choices otherwise."""
-    import_submodules("evaluation")
-    if name not in SUITES:
-        raise UserInputError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
-    return SUITES[name]
+    return SUITES.entry(name)
 
 
 def predict_classes(model, x, votes: int = 1, batch: int = 1000) -> np.ndarray:

@@ -31,9 +31,10 @@ from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training.batchnorm import recalibrate_export
+from training.optim import OPTIMIZERS, SCHEDULES
 from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, TRADES_DEFAULTS, fgsm_rs_step, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
-from training.run import LR_SCHEDULES, TrainConfig, TrainingDiverged, portable_argv, sweep, train
+from training.run import TrainConfig, TrainingDiverged, portable_argv, sweep, train
 from zoo import leaderboard, pretrained
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
@@ -129,12 +130,12 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help=_recipe_help("examples per optimizer step", g["batch_size"]))
     p.add_argument("--lr", type=_positive, default=None, help=_recipe_help("learning rate", g["lr"]))
-    p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default=None,
+    p.add_argument("--lr-schedule", choices=SCHEDULES.names(), default=None,
                    help=_recipe_help("learning-rate schedule: constant, cosine decay to 0 over the run, Caffe's inverse decay "
                                      "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps), or cyclic: linear 0 -> lr -> 0 "
                                      "over the run (Wong et al. 2020's fast adversarial training)",
                                      g["lr_schedule"]))
-    p.add_argument("--optimizer", default=None, choices=["adam", "sgd", "momentum", "adagrad"],
+    p.add_argument("--optimizer", default=None, choices=OPTIMIZERS.names(),
                    help=_recipe_help("optimizer", g["optimizer"]))
     p.add_argument("--weight-decay", type=_stddev, default=None,
                    help=_recipe_help("decoupled weight decay of the optimizer", "none"))
@@ -476,12 +477,10 @@ def cmd_evaluate(args) -> int:
     suites = _names("--suite", args.suite, list_suites())
     if not suites:
         raise UserInputError(f"--suite names no suite; choose one or more of {', '.join(list_suites())}")
-    args.models = [str(model_path(m, log=_note)) for m in args.models]  # folders or pretrained names
-    report = Path(args.out).resolve()
-    inside = next((m for m in args.models if Path(m).is_dir() and report.is_relative_to(Path(m).resolve())), None)
-    if inside is not None:
-        raise UserInputError(f"--out {args.out} is inside the model {inside}, whose files are checksummed; "
-                             "write the report elsewhere")
+    whitebox = _names("--attacks", args.attacks, list_attacks())
+    transfer = _names("--transfer-attacks", args.transfer_attacks, list_attacks())
+    minimal = _names("--minimal-attacks", args.minimal_attacks, list_attacks(kind="minimal"))
+    corruptions = _names("--corruptions", args.corruptions, list_corruptions())
     if not 0 <= args.abstain_alpha < 1:
         raise UserInputError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
     eps_list = _numbers("--eps", args.eps, low=0, high=1)
@@ -491,15 +490,19 @@ def cmd_evaluate(args) -> int:
         raise UserInputError(f"--predict-votes must be <= {MAX_VOTES} and --eot <= {MAX_VOTES * 10}")
     if args.infer_stddev is not None and args.infer_stddev > MAX_STDDEV:
         raise UserInputError(f"--infer-stddev must be <= {MAX_STDDEV}, got {args.infer_stddev}")
+    args.models = [str(model_path(m, log=_note)) for m in args.models]  # folders or pretrained names
+    report = Path(args.out).resolve()
+    inside = next((m for m in args.models if report.is_relative_to(Path(m).resolve())), None)
+    if inside is not None:
+        raise UserInputError(f"--out {args.out} is inside the model {inside}, whose files are checksummed; "
+                             "write the report elsewhere")
     data = load_dataset(args.dataset, args.data_dir, args.download)
     x, y = data.x_test[:args.n], data.y_test[:args.n]
     result = evaluate(args.models, x, y, suites=suites, sources=args.sources, out=args.out,
                       dataset=data.name, allow_dataset_mismatch=args.allow_dataset_mismatch,
                       eps_list=eps_list, seed=args.seed,
-                      whitebox_attacks=_names("--attacks", args.attacks, list_attacks()),
-                      transfer_attacks=_names("--transfer-attacks", args.transfer_attacks, list_attacks()),
-                      minimal_attacks=_names("--minimal-attacks", args.minimal_attacks, list_attacks(kind="minimal")),
-                      corruptions=_names("--corruptions", args.corruptions, list_corruptions()),
+                      whitebox_attacks=whitebox, transfer_attacks=transfer, minimal_attacks=minimal,
+                      corruptions=corruptions,
                       steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
                       votes=args.predict_votes, infer_stddev=args.infer_stddev,
                       stddevs=stddevs, votes_list=votes_list,

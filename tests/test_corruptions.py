@@ -51,7 +51,7 @@ def test_authors_corruptions_grow_with_severity_and_are_seeded(digits, c):
 
 def test_registry_and_eq6(monkeypatch):
     """A corruption registers as a decorator or a ready Corruption; duplicates and bad severities are refused."""
-    monkeypatch.setattr("evaluation.corruptions.CORRUPTIONS", dict(CORRUPTIONS))  # registrations end with the test
+    monkeypatch.setattr("evaluation.corruptions.CORRUPTIONS", CORRUPTIONS.copy())  # registrations end with the test
     assert len(list_corruptions()) >= 8 and list_corruptions(paper=True) == [c.name for c in AUTHORS]
 
     @register_corruption("invert_test", (1, 1, 1, 1, 1))
@@ -62,7 +62,7 @@ def test_registry_and_eq6(monkeypatch):
     assert "invert_test" in list_corruptions() and not get_corruption("invert_test").paper
     register_corruption(Corruption("invert_too", invert, (1,) * 5))
     assert "invert_too" in list_corruptions()
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ValueError, match="already registered"):
         register_corruption(Corruption("contrast", None, (1,) * 5))
     with pytest.raises(ValueError, match="five severities"):
         register_corruption("short", (1, 2))(invert)

@@ -171,7 +171,7 @@ def test_every_registered_corruption_reaches_the_report(exports, tmp_path, monke
     from evaluation.report import write_report
     from zoo.data import load_digits
 
-    monkeypatch.setattr(corruptions, "CORRUPTIONS", dict(corruptions.CORRUPTIONS))
+    monkeypatch.setattr(corruptions, "CORRUPTIONS", corruptions.CORRUPTIONS.copy())
 
     @corruptions.register_corruption("test_invert", (0.1, 0.2, 0.3, 0.4, 0.5))
     def invert(x, rng, share):

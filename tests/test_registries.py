@@ -17,9 +17,9 @@ from zoo.errors import UserInputError
 @pytest.fixture
 def scratch_registries(monkeypatch):
     """Registrations made by a test end with it."""
-    monkeypatch.setattr(estimators, "ESTIMATORS", dict(estimators.ESTIMATORS))
-    monkeypatch.setattr(attacks, "ATTACKS", dict(attacks.ATTACKS))
-    monkeypatch.setattr(suites, "SUITES", dict(suites.SUITES))
+    monkeypatch.setattr(estimators, "ESTIMATORS", estimators.ESTIMATORS.copy())
+    monkeypatch.setattr(attacks, "ATTACKS", attacks.ATTACKS.copy())
+    monkeypatch.setattr(suites, "SUITES", suites.SUITES.copy())
 
 
 def test_builtin_names():

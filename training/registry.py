@@ -16,12 +16,11 @@ factory's keyword arguments. Factories take keyword arguments only, ``loss`` amo
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import inspect
 from typing import Any, Callable
 
 from zoo.errors import UserInputError
-from zoo.registry import import_submodules
+from zoo.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +64,7 @@ class EstimatorEntry:
         return dict(self.search_space(hp)) if self.search_space is not None else {}
 
 
-ESTIMATORS: dict[str, EstimatorEntry] = {}
+ESTIMATORS = Registry("--method", package="training", unknown="unknown --method {name!r}; choose one of {choices}")
 
 
 def register_estimator(name: str, *, options=(), search_space: Callable[[Any], dict] | None = None,
@@ -88,28 +87,19 @@ def register_estimator(name: str, *, options=(), search_space: Callable[[Any], d
             if option.kwarg not in params:
                 raise TypeError(f"option {option.flag} sets {option.kwarg!r}, which {factory.__qualname__} does not take")
         doc = description or (inspect.getdoc(factory) or name).splitlines()[0]
-        ESTIMATORS[name] = EstimatorEntry(name, factory, doc, tuple(options), search_space)
+        ESTIMATORS.add(name, EstimatorEntry(name, factory, doc, tuple(options), search_space))
         return factory
     return decorator
 
 
-def _discover() -> None:
-    """Import every module of ``training`` once, so each registers its estimators."""
-    import_submodules("training")
-
-
 def list_estimators(pattern: str = "*") -> list[str]:
     """Registered estimator names matching the shell-style ``pattern``, in registration order."""
-    _discover()
-    return [name for name in ESTIMATORS if fnmatch.fnmatch(name, pattern)]
+    return ESTIMATORS.names(pattern)
 
 
 def get_estimator(name: str) -> EstimatorEntry:
     """The registry entry of ``name``; :class:`UserInputError` naming the choices otherwise."""
-    _discover()
-    if name not in ESTIMATORS:
-        raise UserInputError(f"unknown --method {name!r}; choose one of {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[name]
+    return ESTIMATORS.entry(name)
 
 
 def create_estimator(name: str, *, loss: str = "ce", **kwargs):

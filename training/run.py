@@ -22,6 +22,15 @@ import tensorflow as tf
 import zoo
 from training.checkpoints import EpochCheckpoint, completed_epochs, restore_checkpoint
 from training.files import output_lock, write_json
+from training.optim import (  # noqa: F401  (LR_SCHEDULES, InverseDecay, TriangularCycle: re-exported)
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SCHEDULES,
+    InverseDecay,
+    TriangularCycle,
+    make_learning_rate,
+    make_optimizer,
+)
 from training.pipeline import epoch_dataset
 from training.recipes import adversarial_kind
 from training.registry import create_estimator
@@ -31,7 +40,6 @@ from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import export_model, output_kind, read_metadata
 from zoo.noise import batchnorm_layers
 
-OPTIMIZERS = ("adam", "sgd", "adagrad", "momentum")
 CHECKPOINTS = "checkpoints"
 RUN_LOG = "run.json"  # in <out>/checkpoints: the recipe and the parts (start/end epoch, seconds) of the run
 NOT_RECIPE = ("out", "resume", "overwrite", "verbose", "data_dir", "download", "allow_recipe_change", "recipe_defaults")
@@ -107,10 +115,8 @@ class TrainConfig:
             raise UserInputError(f"--lr must be > 0, got {self.lr}")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise UserInputError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UserInputError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserInputError(f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        SCHEDULES.entry(self.lr_schedule)  # unknown names: one line naming the choices
+        OPTIMIZERS.entry(self.optimizer)
         for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev),
                              ("--input-noise", self.input_noise),
                              *((adv_flags[k], v) for k, v in (self.adversarial or {}).items()
@@ -136,67 +142,6 @@ def _finite(value) -> bool:
 
 
 PROBE_EXAMPLES = 512  # training examples the fgsm_rs overfitting guard attacks after every epoch
-LR_SCHEDULES = ("constant", "cosine", "inverse", "cyclic")
-INVERSE_GAMMA, INVERSE_POWER = 1e-4, 0.75  # Caffe's "inv" policy as in its LeNet solver (BANG's schedule)
-
-
-@keras.saving.register_keras_serializable(package="glrzoo")
-class InverseDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Caffe's ``inv`` learning-rate policy: ``lr * (1 + gamma * step) ** -power``, ``step`` counted in
-    optimizer steps (gamma 1e-4, power 0.75 in Caffe's MNIST LeNet solver, which BANG trains with:
-    Rozsa, Günther and Boult 2016, section 4)."""
-
-    def __init__(self, lr: float, gamma: float = INVERSE_GAMMA, power: float = INVERSE_POWER):
-        self.lr, self.gamma, self.power = float(lr), float(gamma), float(power)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        return self.lr * keras.ops.power(1.0 + self.gamma * step, -self.power)
-
-    def get_config(self):
-        return {"lr": self.lr, "gamma": self.gamma, "power": self.power}
-
-
-@keras.saving.register_keras_serializable(package="glrzoo")
-class TriangularCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """One triangular cycle over the run: the rate rises linearly from 0 to ``lr`` at half of
-    ``total_steps`` optimizer steps and falls linearly back to 0 at the end (Smith 2017, "Cyclical
-    learning rates", triangular policy with one cycle; the schedule of Wong, Rice and Kolter 2020,
-    "Fast is better than free", for FGSM adversarial training)."""
-
-    def __init__(self, lr: float, total_steps: int):
-        self.lr, self.total_steps = float(lr), max(2, int(total_steps))
-
-    def __call__(self, step):
-        half = self.total_steps / 2.0
-        t = keras.ops.cast(step, "float32")
-        return self.lr * keras.ops.maximum(0.0, 1.0 - keras.ops.abs(t - half) / half)
-
-    def get_config(self):
-        return {"lr": self.lr, "total_steps": self.total_steps}
-
-
-def make_learning_rate(lr: float, schedule: str = "constant", total_steps: int = 1):
-    """``lr`` itself; Keras' cosine decay from ``lr`` to 0 over ``total_steps`` optimizer steps
-    (Loshchilov and Hutter, ICLR 2017, SGDR, eq. 5 without restarts); :class:`InverseDecay`; or
-    :class:`TriangularCycle` (0 -> ``lr`` -> 0 over ``total_steps``)."""
-    if schedule == "cyclic":
-        return TriangularCycle(lr, total_steps)
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
-    if schedule == "inverse":
-        return InverseDecay(lr)
-    return lr
-
-
-def make_optimizer(name: str, lr, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
-    if name == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, weight_decay=weight_decay)
-    if name == "momentum":
-        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=weight_decay)
-    return keras.optimizers.Adagrad(lr, weight_decay=weight_decay)
 
 
 def build_model(config: TrainConfig, data: Dataset) -> keras.Model:

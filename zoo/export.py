@@ -345,7 +345,8 @@ def load_model(export_dir: str | os.PathLike, verify: bool = True) -> keras.Mode
         verify_export(root)
     elif not (root / KERAS_FILE).is_file():
         raise ExportError(f"{root} is not a glrzoo export (no {KERAS_FILE})")
-    import zoo.models  # noqa: F401  (registers the custom layers)
+    from zoo.registry import MODELS
+    MODELS.load()  # the model modules register the custom layers
     try:
         return keras.saving.load_model(root / KERAS_FILE, compile=False)
     except ValueError as e:

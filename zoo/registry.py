@@ -1,4 +1,12 @@
-"""A registry of model builders: register by name, create by name with overrides, list by pattern."""
+"""Registries: :class:`Registry`, the one generic registry every pluggable part of glrzoo uses
+(models here; estimators, optimizers and learning-rate schedules in ``training``; attacks,
+corruptions and suites in ``evaluation``), and the model registry built on it: register a builder
+by name, create by name with overrides, list by pattern.
+
+The pattern is timm's: a decorator in the file that defines an entry registers it, and the
+registry imports every module of its package before it is first read, so a new entry is one new
+file imported by no one (:func:`import_submodules`).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +19,74 @@ import keras
 
 from zoo.errors import UserInputError
 
+_IMPORTED: set[str] = set()
+
+
+def import_submodules(package: str) -> None:
+    """Import every module of ``package`` once (names starting with ``_`` excepted), so that each
+    registers what it defines with its decorators: a new model, estimator, attack, corruption or
+    suite is one new file, imported by no one."""
+    if package in _IMPORTED:
+        return
+    _IMPORTED.add(package)
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
+
+
+class Registry(dict):
+    """Entries by name, in registration order (a ``dict`` of name -> entry).
+
+    Args:
+        kind: what an entry is, for messages (``"attack"``).
+        package: the package whose modules register the entries; imported before the first read.
+        unknown: the message for an unknown name, formatted with ``kind``, ``name`` and ``choices``.
+
+    Example:
+        >>> ATTACKS = Registry("attack", package="evaluation")
+        >>> ATTACKS.add("fgsm", entry)      # what a module's decorator does; a second "fgsm" is refused
+        >>> ATTACKS.names("apgd_*")         # ['apgd_ce', 'apgd_dlr']
+        >>> ATTACKS.entry("pgd")            # the entry, or one line naming the choices
+    """
+
+    def __init__(self, kind: str, *, package: str | None = None,
+                 unknown: str = "unknown {kind} {name!r}; choose one of {choices}"):
+        super().__init__()
+        self.kind, self.package, self.unknown = kind, package, unknown
+
+    def copy(self) -> Registry:
+        """A registry with the same entries and settings (tests register into a copy)."""
+        other = Registry(self.kind, package=self.package, unknown=self.unknown)
+        other.update(self)
+        return other
+
+    def add(self, name: str, entry):
+        """Register ``entry`` under ``name``; a name registered twice is a programming error (ValueError)."""
+        if name in self:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self[name] = entry
+        return entry
+
+    def load(self) -> None:
+        """Import the package's modules (once), so that every entry is registered."""
+        if self.package is not None:
+            import_submodules(self.package)
+
+    def names(self, pattern: str = "*", where: Callable | None = None) -> list[str]:
+        """Names matching the shell-style ``pattern`` whose entry satisfies ``where``, in registration order."""
+        self.load()
+        return [n for n, e in self.items() if fnmatch.fnmatch(n, pattern) and (where is None or where(e))]
+
+    def entry(self, name: str):
+        """The entry of ``name``; :class:`UserInputError` (one line naming the choices) otherwise."""
+        self.load()
+        if name not in self:
+            raise UserInputError(self.unknown.format(kind=self.kind, name=name, choices=", ".join(self)))
+        return self[name]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
@@ -20,7 +96,8 @@ class ModelEntry:
     defaults: dict
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS = Registry("model", package="zoo.models",
+                  unknown="unknown model {name!r}; run 'glrzoo models' to list them (e.g. {choices})")
 
 
 def register_model(model_name: str, description: str, /, **defaults) -> Callable:
@@ -31,9 +108,7 @@ def register_model(model_name: str, description: str, /, **defaults) -> Callable
     """
 
     def wrap(builder):
-        if model_name in _REGISTRY:
-            raise ValueError(f"model {model_name!r} is already registered")
-        _REGISTRY[model_name] = ModelEntry(model_name, builder, description, dict(defaults))
+        MODELS.add(model_name, ModelEntry(model_name, builder, description, dict(defaults)))
         return builder
 
     return wrap
@@ -41,15 +116,15 @@ def register_model(model_name: str, description: str, /, **defaults) -> Callable
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` (``"test_*"``), sorted."""
-    _ensure_loaded()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(MODELS.names(pattern))
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        raise UserInputError(f"unknown model {name!r}; run 'glrzoo models' to list them (e.g. {', '.join(list_models()[:4])})")
-    return _REGISTRY[name]
+    """The registry entry of model ``name``; one line naming some choices otherwise."""
+    MODELS.load()
+    if name not in MODELS:
+        raise UserInputError(MODELS.unknown.format(kind="model", name=name, choices=", ".join(list_models()[:4])))
+    return MODELS[name]
 
 
 def model_arguments(name: str, **overrides) -> dict:
@@ -101,25 +176,3 @@ def create_model(name: str, input_shape, num_classes: int, **overrides) -> keras
         raise UserInputError(f"model {name!r} with these arguments has a layer of zero width ({empty.path} has shape "
                              f"{tuple(empty.shape)}); every width and filter count must be >= 1 (--model-args)")
     return model
-
-
-def _ensure_loaded() -> None:
-    import zoo.models  # noqa: F401  (registers the families)
-
-
-_IMPORTED: set[str] = set()
-
-
-def import_submodules(package: str) -> None:
-    """Import every module of ``package`` once (names starting with ``_`` excepted), so that each
-    registers what it defines with its decorators: a new estimator, attack, corruption or suite is
-    one new file, imported by no one. Used by the registries of ``training`` and ``evaluation``."""
-    if package in _IMPORTED:
-        return
-    _IMPORTED.add(package)
-    import importlib
-    import pkgutil
-
-    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{package}.{module.name}")

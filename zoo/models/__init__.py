@@ -1,2 +1,1 @@
-"""Model families; importing this package registers them all."""
-from zoo.models import cnns, densenet, lstm, mlp  # noqa: F401
+"""Model families: every module here registers its builders (``zoo.registry.MODELS`` imports them all)."""
