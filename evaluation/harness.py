@@ -26,6 +26,7 @@ import numpy as np
 
 from evaluation.attacks import get_attack, list_attacks
 from evaluation.corruptions import get_corruption, list_corruptions
+from evaluation.masking import MASKING_TOLERANCE, masking_flags  # noqa: F401  (re-exported)
 from evaluation.suites import SuiteContext, SuiteSettings, get_suite, list_suites
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import MAX_STDDEV, MAX_VOTES, load_model, read_metadata, verify_export
@@ -282,101 +283,3 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
     return {"rows": ev.rows, "counters": ev.counters, "flags": flags}
 
 
-MASKING_TOLERANCE = 0.02  # accuracy differences below 2 points are read as noise, not as a sign of masking
-# APGD-CE leaving 15 points more than the whole ensemble: the cross-entropy gradient is saturated. A real
-# adversarially trained model shows a smaller gap (mnist/madry_cnn_pgd at eps 0.3: 38.5% vs 25.0%, 200 points).
-CE_GAP = 0.15
-
-
-def masking_flags(rows: list[dict], tolerance: float = MASKING_TOLERANCE) -> dict:
-    """Gradient-masking audit per model: ``{model: [flag with its reason, ...]}`` (empty: none raised).
-
-    The checks follow the checklist of Carlini, Athalye, Papernot, Brendel, Rauber, Tsipras,
-    Goodfellow, Madry and Kurakin (2019), "On Evaluating Adversarial Robustness" (arXiv:1902.06705,
-    the sanity checks of its evaluation checklist), and the symptoms of obfuscated gradients in
-    Athalye, Carlini and Wagner (ICML 2018), section 3.1. A flag means the model's white-box numbers
-    are not evidence of robustness; real robustness (accuracy that stays up under the strongest
-    attack while every sanity check passes, as for PGD adversarial training) raises none, however
-    high it stays at the largest eps.
-
-    * ``blank_gradients``: some inputs have an exactly zero loss gradient (shattered gradients).
-    * ``flat_finite_differences``: over 5% of small random probes leave the output exactly
-      unchanged, so SPSA-style gradient-free numbers are not evidence of robustness either.
-    * ``unbounded_attack_fails``: the reference attack at eps >= 1 (the whole [0, 1] box: any image
-      is reachable) leaves some correctly classified point unbroken; an unbounded attack must
-      reach 100% success (Carlini et al. 2019).
-    * ``single_step_beats_iterative``: at some eps an iterative white-box attack leaves more
-      accuracy than a single-step one (``single_step`` in the registry, FGSM): iterative attacks
-      must do at least as well (Carlini et al. 2019; Athalye et al. 2018, section 3.1).
-    * ``whitebox_above_blackbox``: an iterative white-box attack leaves more accuracy than a
-      black-box one (transfer, gradient-free: suites registered with ``blackbox=True``) at the same
-      eps: the model's gradient misleads (Carlini et al. 2019; Athalye et al. 2018, section 3.1).
-    * ``accuracy_rises_with_eps``: an attack leaves more accuracy at a larger eps than at a smaller
-      one: a larger budget must not help the model (Carlini et al. 2019).
-    * ``plain_gradient_weaker_than_smoothed``: (step-activation nets) PGD on the model's own
-      gradient leaves accuracy well above PGD on its smooth stand-in or a registered ``surrogate``
-      attack (the likelihood-ratio gradient).
-    * ``ce_gradient_saturated``: the ensemble's APGD-CE member leaves at least 15 points more than
-      the whole ensemble (whose APGD-T/DLR loss is invariant to the scale of the logits): the
-      cross-entropy gradient vanishes in a saturated softmax, so cross-entropy attacks (FGSM, PGD)
-      understate the model's weakness (Croce and Hein 2020, section 4).
-
-    "More" means by over ``tolerance`` (2 points), so sampling noise alone does not raise a flag.
-    """
-    blackbox = {name for name in list_suites() if get_suite(name).blackbox}
-    attacks = {name: get_attack(name) for name in list_attacks()}
-    single = {name for name, a in attacks.items() if a.single_step}
-    stand_ins = {"pgd_smoothed", *list_attacks(gradient="surrogate")}
-    flags: dict[str, list[str]] = {}
-    for name in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == name]
-        out = []
-        clean = next((r for r in mine if r["suite"] == "clean"), None)
-        if clean and clean.get("blank_gradient_fraction", 0) > 0:
-            out.append(f"blank_gradients ({100 * clean['blank_gradient_fraction']:.0f}% of inputs)")
-        if clean and clean.get("flat_probe_fraction", 0) > 0.05:
-            out.append(f"flat_finite_differences ({100 * clean['flat_probe_fraction']:.0f}% of probes)")
-        wb = [r for r in mine if r["suite"] == "whitebox" and r.get("eps") is not None]
-        iterative = [r for r in wb if r["attack"] not in single]
-        for r in sorted((r for r in wb if r["eps"] >= 1.0 and r["attack"] not in single), key=lambda r: r["eps"]):
-            if r.get("success_rate", 0.0) < 1.0:
-                out.append(f"unbounded_attack_fails (eps {r['eps']}: {r['attack']} {100 * r['success_rate']:.1f}% "
-                           "success, not 100%)")
-                break
-        for r in iterative:
-            worse = [o for o in wb if o["attack"] in single and o["eps"] == r["eps"]
-                     and o["accuracy"] < r["accuracy"] - tolerance]
-            if worse:
-                out.append(f"single_step_beats_iterative (eps {r['eps']}: {r['attack']} {100 * r['accuracy']:.1f}% "
-                           f"vs {worse[0]['attack']} {100 * worse[0]['accuracy']:.1f}%)")
-                break
-        for r in iterative:
-            worse = [o for o in mine if o["suite"] in blackbox and o.get("eps") == r["eps"]
-                     and o["accuracy"] < r["accuracy"] - tolerance]
-            if worse:
-                o = worse[0]
-                src = f" from {o['source']}" if o.get("source") else ""
-                out.append(f"whitebox_above_blackbox (eps {r['eps']}: {r['attack']} {100 * r['accuracy']:.1f}% vs "
-                           f"{o['suite']} {o['attack']}{src} {100 * o['accuracy']:.1f}%)")
-                break
-        for label in dict.fromkeys(r["attack"] for r in wb):
-            curve = sorted((r["eps"], r["accuracy"]) for r in wb if r["attack"] == label)
-            rise = next(((a, b) for i, a in enumerate(curve) for b in curve[i + 1:] if b[1] > a[1] + tolerance), None)
-            if rise:
-                (e0, a0), (e1, a1) = rise
-                out.append(f"accuracy_rises_with_eps ({label}: {100 * a0:.1f}% at eps {e0}, {100 * a1:.1f}% at eps {e1})")
-                break
-        plain = {r["eps"]: r["accuracy"] for r in wb if r["attack"] == "pgd"}
-        for r in wb:
-            if r["attack"] in stand_ins and r["eps"] in plain and r["accuracy"] < plain[r["eps"]] - tolerance:
-                out.append(f"plain_gradient_weaker_than_smoothed (eps {r['eps']}: pgd {100 * plain[r['eps']]:.0f}% "
-                           f"vs {r['attack']} {100 * r['accuracy']:.0f}%)")
-                break
-        for r in wb:
-            after = r.get("accuracy_after") or {}
-            if "apgd_ce" in after and len(after) > 1 and after["apgd_ce"] - min(after.values()) >= CE_GAP:
-                out.append(f"ce_gradient_saturated (eps {r['eps']}: apgd_ce {100 * after['apgd_ce']:.1f}% vs "
-                           f"{r['attack']} {100 * min(after.values()):.1f}%)")
-                break
-        flags[name] = out
-    return flags
