@@ -39,7 +39,8 @@ SCHEMA_VERSION = 2
 class Evaluation:
     """Holds the report rows, their keys and the counters; saves after every row (atomic rename)."""
 
-    def __init__(self, out: Path | None, log: Callable[[str], None] = print, fingerprint: str = ""):
+    def __init__(self, out: Path | None, log: Callable[[str], None] = print, fingerprint: str = "",
+                 models: Sequence[str] = ()):
         self.out = out
         self.log = log
         self.fingerprint = fingerprint
@@ -48,6 +49,10 @@ class Evaluation:
         self.started = time.perf_counter()
         if out is not None and (out / "report.json").exists():
             rows = read_rows(out / "report.json")
+            theirs = sorted({str(r.get("model")) for r in rows})
+            if rows and models and not set(theirs) & set(models):
+                raise OutputExistsError(f"{out} holds the report of other models ({', '.join(theirs[:4])}); choose "
+                                        "another --out, or move that report away to replace it (nothing was changed)")
             self.rows = [r for r in rows if r.get("settings_hash") == fingerprint and r.get("digest") == row_digest(r)]
             if len(self.rows) < len(rows):
                 log(f"  {len(rows) - len(self.rows)} of {len(rows)} rows in {out / 'report.json'} were made with other "
@@ -270,7 +275,8 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
         if Path(d).name not in models:
             verify_export(d)
     ev = Evaluation(Path(out) if out is not None else None, log,
-                    fingerprint(settings, infer_stddev, x, y, list(dict.fromkeys([*model_dirs, *sources]))))
+                    fingerprint(settings, infer_stddev, x, y, list(dict.fromkeys([*model_dirs, *sources]))),
+                    models=list(models))
     if infer_stddev is not None:  # evaluate every target with its inference noise on (noisy hardware)
         for model in models.values():
             set_noise(model, infer_stddev=infer_stddev)

@@ -170,6 +170,15 @@ def report_folder(tmp: Path, name: str) -> Path:
     return d
 
 
+def other_report(tmp: Path) -> Path:
+    """A report folder holding another model's evaluation."""
+    d = tmp / "r"
+    d.mkdir()
+    (d / "report.json").write_text(json.dumps({"schema_version": 2, "rows": [
+        {"key": "other|clean", "model": "other", "suite": "clean", "accuracy": 0.9, "n": 10}]}))
+    return d
+
+
 def broken_checkpoints(out: Path) -> Path:
     """An unfinished run whose only checkpoint is not a weights file."""
     fake_run(out)
@@ -281,6 +290,8 @@ CLI_CASES = {
     "evaluate_dataset_mismatch": (
         lambda t, e: ["evaluate", relabel(e, "fashion_mnist"), "--suite", "clean", "--n", "20", "--out", t / "r"], 2,
         "--allow-dataset-mismatch"),
+    "evaluate_over_another_models_report": (lambda t, e: ["evaluate", e, "--suite", "clean", "--out", other_report(t)], 2,
+                                            "holds the report of other models (other)"),
     "evaluate_empty_suite": (lambda t, e: ["evaluate", e, "--suite", "", "--out", t / "r"], 2, "--suite names no suite"),
     "evaluate_comma_suite": (lambda t, e: ["evaluate", e, "--suite", ",", "--out", t / "r"], 2, "--suite names no suite"),
     "evaluate_out_inside_export": (lambda t, e: ["evaluate", e, "--suite", "clean", "--out", e / "report"], 2,
