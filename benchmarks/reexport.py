@@ -22,7 +22,8 @@ from common import REPO, data_dir
 
 from zoo.data import load_dataset
 from zoo.export import export_model, load_model, load_signatures, read_metadata
-from zoo.pretrained import write_index, write_readme
+from zoo.pretrained import write_index
+from zoo.pretrained_docs import write_readme
 
 ROOT = REPO / "saved_models"
 

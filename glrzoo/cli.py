@@ -30,12 +30,14 @@ from evaluation.report import write_report
 from evaluation.suites import list_suites
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
+from training import adversarial_settings
+from training.adversarial_settings import ADVERSARIAL_DEFAULTS, TRADES_DEFAULTS
 from training.batchnorm import recalibrate_export
 from training.optim import OPTIMIZERS, SCHEDULES
-from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, TRADES_DEFAULTS, fgsm_rs_step, fill_settings, generic_defaults
+from training.recipes import RECIPE_FIELDS, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import TrainConfig, TrainingDiverged, portable_argv, sweep, train
-from zoo import leaderboard, pretrained
+from zoo import leaderboard, pretrained, pretrained_docs
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
 from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, read_metadata, update_metadata
@@ -170,7 +172,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
     g = p.add_argument_group("adversarial training (--adversarial pgd, fgsm_rs or trades)")
-    g.add_argument("--adversarial", choices=["pgd", "fgsm_rs", "trades"], default=None,
+    g.add_argument("--adversarial", choices=list(adversarial_settings.KINDS), default=None,
                    help="pgd: half of each batch becomes PGD examples (Madry et al. 2018); fgsm_rs: fast "
                         "adversarial training, every example replaced by one FGSM step of 1.25 eps from a random "
                         "start (Wong, Rice and Kolter 2020), stopped when PGD accuracy on 512 training examples "
@@ -376,37 +378,10 @@ def _method_args(args) -> dict:
 
 
 def _adversarial(args) -> dict | None:
-    """The adversarial-training settings the user gave (``None``: --adversarial not given).
-
-    ``fgsm_rs`` is PGD training with one step of ``1.25 eps`` (unless --adv-step) from a uniform
-    random start, on every example of the batch (Wong, Rice and Kolter 2020, "Fast is better than
-    free", Algorithm 3)."""
-    if args.adversarial is None:
-        given = [f for f in ("adv_eps", "adv_step", "adv_iters", "adv_ramp_epochs", "trades_beta")
-                 if getattr(args, f, None) is not None] + (["adv_no_random_start"] if args.adv_no_random_start else [])
-        if given:
-            raise UserInputError(f"--{given[0].replace('_', '-')} needs --adversarial pgd, fgsm_rs or trades")
-        return None
-    if args.trades_beta is not None and args.adversarial != "trades":
-        raise UserInputError("--trades-beta only applies to --adversarial trades")
-    ramp = {"ramp_epochs": args.adv_ramp_epochs} if args.adv_ramp_epochs is not None else {}
-    if args.adversarial == "trades":
-        if args.adv_no_random_start:
-            raise UserInputError("--adversarial trades starts at x + 0.001 N(0, 1); drop --adv-no-random-start")
-        given = {"kind": "trades", "eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
-                 "beta": args.trades_beta, **ramp}
-        return {k: v for k, v in given.items() if v is not None}
-    given = {"eps": args.adv_eps, "step": args.adv_step, "iterations": args.adv_iters,
-             "random_start": False if args.adv_no_random_start else None, "fraction": ADVERSARIAL_DEFAULTS["fraction"],
-             **ramp}
-    if args.adversarial == "fgsm_rs":
-        if args.adv_iters not in (None, 1) or args.adv_no_random_start:
-            raise UserInputError("--adversarial fgsm_rs is one step from a random start; drop --adv-iters and "
-                                 "--adv-no-random-start, or use --adversarial pgd")
-        eps = args.adv_eps if args.adv_eps is not None else ADVERSARIAL_DEFAULTS["eps"]
-        given = {"eps": eps, "step": args.adv_step if args.adv_step is not None else fgsm_rs_step(eps),
-                 "iterations": 1, "random_start": True, "fraction": 1.0, **ramp}
-    return {k: v for k, v in given.items() if v is not None}
+    """The adversarial-training settings the user gave (:func:`training.adversarial_settings.from_flags`)."""
+    return adversarial_settings.from_flags(args.adversarial, eps=args.adv_eps, step=args.adv_step,
+                                           iterations=args.adv_iters, no_random_start=args.adv_no_random_start,
+                                           ramp_epochs=args.adv_ramp_epochs, beta=args.trades_beta)
 
 
 def _train_config(args) -> TrainConfig:
@@ -596,7 +571,7 @@ def cmd_pretrained(args) -> int:
     if args.action in ("readme", "index"):
         written = []
         if args.action == "readme":  # the README and, beside it, the leaderboard
-            readme = pretrained.write_readme(args.root)
+            readme = pretrained_docs.write_readme(args.root)
             written += [readme, readme.parent / leaderboard.LEADERBOARD, readme.parent / leaderboard.FOLDER]
         written.append(pretrained.write_index(args.root))
         print(f"wrote {', '.join(map(str, written))}")

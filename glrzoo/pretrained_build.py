@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Callable
 
 from evaluation.harness import evaluate
-from training.recipes import ADVERSARIAL_DEFAULTS, RECIPE_FIELDS, adversarial_kind, fgsm_rs_step, fill_settings
+from training import adversarial_settings
+from training.recipes import RECIPE_FIELDS, fill_settings
 from training.registry import get_estimator
 from training.run import TrainConfig, train
 from training.substitute import SUBSTITUTE_MODEL, train_substitute
 from zoo.data import Dataset, load_dataset
 from zoo.errors import UserInputError
 from zoo.export import read_metadata, update_metadata
-from zoo.pretrained import write_index, write_readme
+from zoo.pretrained import write_index
+from zoo.pretrained_docs import write_readme
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,38 +114,10 @@ RECIPES: dict[str, Recipe] = {
 GLR_TABLE_ROWS = ("bp_sigmoid_ce", "glr_sigmoid_ce", "glr_threshold_ce", "glr_sigmoid_01", "glr_threshold_01")
 GLR_TABLE = tuple(f"{d}/{row}" for d in ("mnist", "fashion_mnist") for row in GLR_TABLE_ROWS)
 COMMAND_ROOT = "saved_models"  # --out of the recorded commands, which run from the repository root
-ADVERSARIAL_FLAGS = {"eps": "--adv-eps", "step": "--adv-step", "iterations": "--adv-iters", "ramp_epochs": "--adv-ramp-epochs",
-                     "beta": "--trades-beta"}
 
 
 def _text(value) -> str:
     return value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
-
-
-def _adversarial_flags(value: dict) -> list[str]:
-    """``--adversarial fgsm_rs --adv-eps E`` for fast adversarial training (every example, one step,
-    ``--adv-step`` only where it is not 1.25 eps), ``--adversarial trades`` with the keys given for
-    TRADES, else ``--adversarial pgd`` with the keys given."""
-    if adversarial_kind(value) == "trades":
-        return ["--adversarial", "trades", *(flag for key, v in value.items() if key != "kind"
-                                             for flag in (ADVERSARIAL_FLAGS[key], _text(v)))]
-    if adversarial_kind(value) == "fgsm_rs":
-        if value.get("iterations", 1) != 1 or not value.get("random_start", True):
-            raise UserInputError("an adversarial recipe on every example (fraction 1) is fgsm_rs: one step from a "
-                                 "random start; set iterations 1, or fraction 0.5 for PGD training")
-        eps = value.get("eps", ADVERSARIAL_DEFAULTS["eps"])
-        flags = ["--adversarial", "fgsm_rs", "--adv-eps", _text(eps)]
-        step = value.get("step", fgsm_rs_step(eps))
-        return flags + ([] if step == fgsm_rs_step(eps) else ["--adv-step", _text(step)])
-    if value.get("fraction", 0.5) != 0.5:
-        raise UserInputError(f"adversarial fraction {value['fraction']} has no flag; use 0.5 (pgd) or 1 (fgsm_rs)")
-    flags = ["--adversarial", "pgd"]
-    for key, v in value.items():
-        if key == "random_start":
-            flags += [] if v else ["--adv-no-random-start"]
-        elif key != "fraction":
-            flags += [ADVERSARIAL_FLAGS[key], _text(v)]
-    return flags
 
 
 def train_flags(recipe: Recipe) -> list[str]:
@@ -170,7 +144,7 @@ def train_flags(recipe: Recipe) -> list[str]:
                 o = options[kwarg]
                 flags += [o.flag if v else "--no-" + o.flag[2:]] if o.switch else [o.flag, _text(v)]
         elif field == "adversarial":
-            flags += _adversarial_flags(value)
+            flags += adversarial_settings.to_flags(value)
         elif isinstance(value, bool):
             flags += ["--" + field.replace("_", "-") if value else "--no-" + field.replace("_", "-")]
         else:

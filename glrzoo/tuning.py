@@ -38,10 +38,9 @@ import numpy as np
 
 from evaluation.attacks import attack, logits_fn
 from evaluation.metrics import vote_accuracy
-from training.adversarial import pgd_training
 from training.pipeline import epoch_dataset
 from training.registry import create_estimator, get_estimator, list_estimators
-from training.run import TrainConfig, build_model, make_optimizer
+from training.run import TrainConfig, adversarial_training, build_model, make_optimizer
 from training.substitute import train_substitute
 from training.trainer import Trainer
 from zoo.errors import UserInputError
@@ -96,7 +95,7 @@ class ZooHyperModel(kt.HyperModel):
         if self.method == "adv":
             method = "bp"
             eps = hp.Float("adv_eps", 0.05, 0.3)
-            adversarial = {"eps": eps, "step": eps / 4, "iterations": 7, "random_start": True}
+            adversarial = {"eps": eps, "step": eps / 4, "iterations": 7, "random_start": True, "fraction": 0.5}
         else:
             method_args = get_estimator(self.method).hyperparameters(hp)
         return dataclasses.replace(self.base, method=method, method_args=method_args, adversarial=adversarial,
@@ -107,11 +106,10 @@ class ZooHyperModel(kt.HyperModel):
         config = self.config(hp)
         config.validate()
         keras.utils.set_random_seed(config.seed)
-        transforms = []
-        if config.adversarial is not None:
-            transforms.append(pgd_training(seed=config.seed, **config.adversarial))
-        trainer = Trainer(build_model(config, self.data),
-                          create_estimator(config.method, loss=config.loss, **config.method_args), transforms)
+        steps = -(-len(self.data.x_train) // config.batch_size)
+        estimator, transforms = adversarial_training(
+            config, create_estimator(config.method, loss=config.loss, **config.method_args), steps)
+        trainer = Trainer(build_model(config, self.data), estimator, transforms)
         trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
         trainer.build((None, *self.data.input_shape))
         return trainer

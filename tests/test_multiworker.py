@@ -1,6 +1,6 @@
 """Multi-worker training on real processes: two workers on 127.0.0.1 with TF_CONFIG and
 MultiWorkerMirroredStrategy equal one worker on the same global batch, and a worker killed with
-SIGKILL mid-epoch resumes, when the job is restarted, from its backup (Keras BackupAndRestore)."""
+SIGKILL mid-epoch resumes, when the job is restarted with --resume, from its per-epoch checkpoint (training.checkpoints)."""
 from __future__ import annotations
 
 import json

@@ -68,7 +68,7 @@ def test_seeds_reproduce_and_differ():
 
 
 def test_negative_stddev_rejected():
-    with pytest.raises(ValueError, match="train_stddev must be >= 0"):
+    with pytest.raises(ValueError, match="train_stddev must be a finite number >= 0"):
         NoisyDense(3, train_stddev=-0.1)
     with pytest.raises(ValueError, match="noise must be one of"):
         NoisyDense(3, noise="pink")

@@ -8,7 +8,8 @@ import pytest
 import zoo
 from glrzoo.cli import main
 from zoo.export import ExportError
-from zoo.pretrained import README_HEAD, list_pretrained, pretrained_root, readme_table
+from zoo.pretrained import list_pretrained, pretrained_root
+from zoo.pretrained_docs import README_HEAD, readme_table
 
 REQUIRED = ("mnist/bp_sigmoid_ce", "mnist/glr_sigmoid_ce", "mnist/glr_threshold_ce", "mnist/glr_sigmoid_01",
             "mnist/glr_threshold_01", "digits/glr_threshold_mlp", "mnist/cnn6_noise1.0", "mnist/cnn6_noise0.2",

@@ -29,6 +29,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+from training import adversarial_settings
+from training.adversarial_settings import (  # noqa: F401  (re-exported: where recipes were read before)
+    ADVERSARIAL_DEFAULTS,
+    TRADES_DEFAULTS,
+    adversarial_defaults,
+    adversarial_kind,
+    fgsm_rs_step,
+)
+from training.config import TrainConfig
 from zoo.errors import UserInputError
 
 # One row per measured (model, dataset, method); the comment gives the result and how it was measured.
@@ -84,36 +93,6 @@ RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weig
                  "infer_stddev", "activation", "loss", "model_args", "method_args", "adversarial", "init_from",
                  "freeze_bn_stats", "input_noise")
 MERGED_FIELDS = ("model_args", "method_args", "adversarial")
-# Madry et al.'s PGD training (half of each batch adversarial); `--adversarial fgsm_rs` gives fraction 1.
-ADVERSARIAL_DEFAULTS = {"eps": 0.3, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
-# TRADES (Zhang et al. 2019): their MNIST attack settings; beta 6 is the paper's headline setting (1/lambda).
-TRADES_DEFAULTS = {"kind": "trades", "eps": 0.3, "step": 0.01, "iterations": 40, "beta": 6.0}
-
-
-def fgsm_rs_step(eps: float) -> float:
-    """The step of fast adversarial training: 1.25 eps (Wong, Rice and Kolter 2020, Algorithm 3)."""
-    return round(1.25 * eps, 10)
-
-
-def adversarial_kind(settings: dict) -> str:
-    """``"trades"`` for settings of the TRADES objective (``kind: "trades"``), ``"fgsm_rs"`` for ones
-    that replace every example (``fraction`` 1), else ``"pgd"``."""
-    if settings.get("kind") == "trades":
-        return "trades"
-    return "fgsm_rs" if settings.get("fraction", ADVERSARIAL_DEFAULTS["fraction"]) == 1.0 else "pgd"
-
-
-def adversarial_defaults(kind: str) -> dict:
-    """The generic settings of one kind of adversarial training (a copy)."""
-    return dict(TRADES_DEFAULTS if kind == "trades" else ADVERSARIAL_DEFAULTS)
-
-
-def _asked_kind(mine: dict, theirs: dict) -> str:
-    """The kind of adversarial training the user's settings ask for; settings that name no kind
-    (neither ``kind`` nor ``fraction``) ask for the recipe row's."""
-    if "kind" in mine or "fraction" in mine:
-        return adversarial_kind(mine)
-    return adversarial_kind(theirs)
 
 
 def recipe_name(model: str, dataset: str, method: str) -> str:
@@ -128,8 +107,6 @@ def get_recipe(model: str, dataset: str, method: str) -> dict | None:
 
 def generic_defaults() -> dict:
     """The settings used where neither the user nor a recipe says: ``TrainConfig``'s field defaults."""
-    from training.run import TrainConfig
-
     out = {}
     for f in dataclasses.fields(TrainConfig):
         if f.name in RECIPE_FIELDS:
@@ -153,16 +130,9 @@ def fill_settings(model: str, dataset: str, method: str, given: dict, use_recipe
     for field in RECIPE_FIELDS:
         mine, theirs = given.get(field), (row or {}).get(field)
         if field == "adversarial":
-            if mine is not None and theirs is not None and _asked_kind(mine, theirs) != adversarial_kind(theirs):
-                theirs = None  # the user asked for another kind (pgd, fgsm_rs, trades) than the row's: none of it applies
-            if mine is None and theirs is None:
-                settings[field] = None
-            else:
-                kind = adversarial_kind({**(theirs or {}), **(mine or {})})
-                settings[field] = {**adversarial_defaults(kind), **(theirs or {}), **(mine or {})}
-                supplied = {k: v for k, v in (theirs or {}).items() if k not in (mine or {})}
-                if supplied or (mine is None and theirs is not None):
-                    filled[field] = supplied
+            settings[field], supplied = adversarial_settings.merge(mine, theirs)
+            if supplied is not None:
+                filled[field] = supplied
         elif field in MERGED_FIELDS:
             settings[field] = {**(theirs or {}), **(mine or {})}
             supplied = {k: v for k, v in (theirs or {}).items() if k not in (mine or {})}

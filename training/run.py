@@ -20,7 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from training import adversarial_settings
+from training.adversarial_settings import adversarial_kind
 from training.checkpoints import EpochCheckpoint, completed_epochs, restore_checkpoint
+from training.config import TrainConfig
 from training.files import output_lock, write_json
 from training.optim import (  # noqa: F401  (LR_SCHEDULES, InverseDecay, TriangularCycle: re-exported)
     LR_SCHEDULES,
@@ -32,7 +35,6 @@ from training.optim import (  # noqa: F401  (LR_SCHEDULES, InverseDecay, Triangu
     make_optimizer,
 )
 from training.pipeline import epoch_dataset
-from training.recipes import adversarial_kind
 from training.registry import create_estimator
 from training.trainer import Trainer
 from zoo.data import Dataset, load_dataset
@@ -42,103 +44,11 @@ from zoo.noise import batchnorm_layers
 
 CHECKPOINTS = "checkpoints"
 RUN_LOG = "run.json"  # in <out>/checkpoints: the recipe and the parts (start/end epoch, seconds) of the run
-NOT_RECIPE = ("out", "resume", "overwrite", "verbose", "data_dir", "download", "allow_recipe_change", "recipe_defaults")
 CHANGEABLE_ON_RESUME = ("lr", "epochs", "method_args")  # with --allow-recipe-change
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became non-finite; the message names the step and likely causes."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything ``glrzoo train`` needs; every field maps to one CLI flag."""
-
-    model: str
-    dataset: str = "digits"
-    method: str = "bp"
-    out: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    optimizer: str = "adam"
-    weight_decay: float | None = None
-    noise: str = "additive"
-    train_stddev: float = 0.0
-    infer_stddev: float = 0.0
-    activation: str | None = None
-    loss: str = "ce"
-    seed: int = 0
-    data_dir: str | None = None
-    download: bool = False
-    train_limit: int | None = None
-    test_limit: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    verbose: int = 2
-    model_args: dict = dataclasses.field(default_factory=dict)
-    method_args: dict = dataclasses.field(default_factory=dict)
-    adversarial: dict | None = None  # e.g. {"eps": 0.3, "step": 0.01, "iterations": 40}: PGD training
-    init_from: str | None = None  # export folder or pretrained name whose weights start the run (fine-tuning)
-    freeze_bn_stats: bool = False  # batch norm uses (and keeps) its moving statistics while training
-    input_noise: float = 0.0  # stddev of Gaussian noise added to every training input (Cohen et al. 2019)
-    allow_recipe_change: bool = False  # --resume with a changed lr, epochs or estimator option
-    recipe_defaults: dict | None = None  # which row of training.recipes filled unset flags, and with what (recorded)
-
-    def validate(self) -> None:
-        for label, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--seed", self.seed),
-                             ("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-                raise UserInputError(f"{label} must be an integer, got {value!r}")
-        if not 0 <= self.seed < 2 ** 32:
-            raise UserInputError(f"--seed must be an integer in [0, {2 ** 32 - 1}], got {self.seed}")
-        if self.epochs < 1:
-            raise UserInputError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        for label, value in (("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):
-            if value is not None and value < 1:
-                raise UserInputError(f"{label} must be >= 1, got {value}")
-        numbers = [("--lr", self.lr), ("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev),
-                   ("--input-noise", self.input_noise)]
-        if self.weight_decay is not None:
-            numbers.append(("--weight-decay", self.weight_decay))
-        adv_flags = {"eps": "--adv-eps", "step": "--adv-step", "ramp_epochs": "--adv-ramp-epochs", "beta": "--trades-beta"}
-        numbers += [(adv_flags[k], v) for k, v in (self.adversarial or {}).items() if k in adv_flags]
-        numbers += [(f"--{k.replace('_', '-')}", v) for k, v in self.method_args.items()
-                    if isinstance(v, float)]
-        for label, value in numbers:
-            if not _finite(value):
-                raise UserInputError(f"{label} must be a finite number, got {value!r}")
-        if not self.lr > 0:
-            raise UserInputError(f"--lr must be > 0, got {self.lr}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise UserInputError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        SCHEDULES.entry(self.lr_schedule)  # unknown names: one line naming the choices
-        OPTIMIZERS.entry(self.optimizer)
-        for label, value in (("--train-stddev", self.train_stddev), ("--infer-stddev", self.infer_stddev),
-                             ("--input-noise", self.input_noise),
-                             *((adv_flags[k], v) for k, v in (self.adversarial or {}).items()
-                               if k in ("ramp_epochs", "beta"))):
-            if not value >= 0:
-                raise UserInputError(f"{label} must be >= 0, got {value}")
-        if self.adversarial is not None and adversarial_kind(self.adversarial) == "trades" and self.method != "bp":
-            raise UserInputError(f"--adversarial trades trains by backprop of its own objective; drop --method {self.method}")
-
-
-    def recipe(self) -> dict:
-        """The settings that decide the trained weights (not where they go or how loud): what
-        ``--resume`` must match."""
-        return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_RECIPE},
-                                     default=str))
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 PROBE_EXAMPLES = 512  # training examples the fgsm_rs overfitting guard attacks after every epoch
@@ -358,24 +268,16 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
 
 def adversarial_training(config: TrainConfig, estimator, steps_per_epoch: int) -> tuple:
     """``(estimator, transforms)`` with ``config.input_noise`` and ``config.adversarial`` applied:
-    Gaussian input noise is a batch transform (:class:`training.augment.GaussianInputNoise`), PGD and
-    fgsm_rs add one after it, TRADES replaces backprop by its own objective
-    (:class:`training.adversarial.TradesBackprop`). ``ramp_epochs`` becomes the ramp's optimizer steps."""
+    Gaussian input noise is a batch transform (:class:`training.augment.GaussianInputNoise`), the
+    adversarial settings add theirs after it or replace the estimator
+    (:func:`training.adversarial_settings.build`)."""
     noise = []
     if config.input_noise > 0:
         from training.augment import GaussianInputNoise
         noise = [GaussianInputNoise(config.input_noise, seed=config.seed)]
-    if config.adversarial is None:
-        return estimator, noise
-    from training.adversarial import TradesBackprop, pgd_training
-
-    settings = dict(config.adversarial)
-    ramp_steps = int(round(float(settings.pop("ramp_epochs", 0)) * steps_per_epoch))
-    if adversarial_kind(settings) == "trades":
-        keep = ("eps", "step", "iterations", "beta")
-        return TradesBackprop(**{k: settings[k] for k in keep if k in settings}, seed=config.seed,
-                              ramp_steps=ramp_steps, loss=config.loss), noise
-    return estimator, [*noise, pgd_training(seed=config.seed, ramp_steps=ramp_steps, **settings)]
+    estimator, transforms = adversarial_settings.build(config.adversarial, estimator, seed=config.seed,
+                                                       steps_per_epoch=steps_per_epoch, loss=config.loss)
+    return estimator, [*noise, *transforms]
 
 
 def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,

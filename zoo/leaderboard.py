@@ -54,7 +54,7 @@ import tempfile
 from pathlib import Path
 
 from zoo.export import read_metadata
-from zoo.pretrained import list_pretrained, pretrained_root, summary_row
+from zoo.pretrained import list_pretrained, pretrained_root
 
 LEADERBOARD = "LEADERBOARD.md"
 FOLDER = "leaderboard"
@@ -81,6 +81,32 @@ four corruptions x five severities. Noise s=1.0: inference noise of the model's 
 gradient-masking audit (`none`: no flag raised; `-`: not evaluated). Sorted by white-box accuracy
 where shown, then clean accuracy.
 """
+
+
+def summary_row(name: str, meta: dict, size_bytes: int) -> dict:
+    """One table row for ``name``: architecture, method, clean accuracy, key robustness numbers, size."""
+    arch = meta["architecture"]
+    training = meta["training"]
+    spec = training.get("method")
+    method = spec.get("method", "?") if isinstance(spec, dict) else str(spec)
+    if method == "glr":
+        method += f" R={spec.get('replications')}" + (" +baseline" if spec.get("baseline") else "")
+    if method == "bang":
+        method += f" eps={spec.get('epsilon')} beta={spec.get('beta')}"
+    if isinstance(spec, dict) and spec.get("objective") == "trades":
+        method += (f" + TRADES (beta {spec.get('beta')}, eps {spec.get('eps')}, {spec.get('iterations')} steps"
+                   + (f", eps ramp over {spec['ramp_steps']} steps" if spec.get("ramp_steps") else "") + ")")
+    for t in training.get("transforms") or []:
+        if t.get("transform") == "gaussian_input_noise":
+            method += f" + Gaussian input noise sigma {t.get('sigma')}"
+        else:
+            method += f" + {t.get('transform', '?')} adversarial training (eps {t.get('eps')}, {t.get('iterations')} steps)"
+    if training.get("train_stddev"):
+        method += f" + {training['noise']} noise {training['train_stddev']:g}"
+    ev = meta.get("evaluation", {})
+    return {"name": name, "architecture": f"{arch['name']} ({arch['parameters']:,} params)",
+            "dataset": meta["dataset"]["name"], "method": method,
+            "clean": meta["metrics"]["test_accuracy"], "evaluation": ev, "size_mb": size_bytes / 2**20}
 
 
 def whitebox_block(rows: list[dict], model: str, eps: float) -> dict | None:
