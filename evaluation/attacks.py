@@ -44,6 +44,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from training.losses import logit_margin
 from zoo.errors import UserInputError
 from zoo.registry import Registry
 
@@ -261,19 +262,12 @@ def _keep_within(x: tf.Tensor, adv, eps: float, order) -> tf.Tensor:
     return tf.where(tf.reshape(size <= eps + 1e-6, [-1] + [1] * (len(x.shape) - 1)), adv, x)
 
 
-def _margin(logits, y):
-    """``logit_y - max_{k != y} logit_k``: negative once misclassified (SPSA minimizes it)."""
-    true = tf.gather(logits, y, batch_dims=1)
-    other = tf.reduce_max(logits - 1e9 * tf.one_hot(y, tf.shape(logits)[-1]), -1)
-    return true - other
-
-
 def _probe_differences(fn, x, y, dirs, delta) -> tf.Tensor:
     """``m(x + delta v) - m(x - delta v)`` of the margin ``m`` for each direction ``v`` in ``dirs``
     (``[N, S, ...]``); all ``2 S N`` queries in one call to ``fn``. Returns ``[N, S]``."""
     n, samples, shape = x.shape[0], dirs.shape[1], x.shape[1:]
     probe = tf.concat([x[:, None] + delta * dirs, x[:, None] - delta * dirs], axis=1)
-    margins = _margin(fn(tf.reshape(probe, [-1, *shape])), tf.repeat(y, 2 * samples))
+    margins = logit_margin(fn(tf.reshape(probe, [-1, *shape])), tf.repeat(y, 2 * samples))
     margins = tf.reshape(margins, [n, 2 * samples])
     return margins[:, :samples] - margins[:, samples:]
 

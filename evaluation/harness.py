@@ -30,6 +30,7 @@ from evaluation.masking import MASKING_TOLERANCE, masking_flags  # noqa: F401  (
 from evaluation.suites import SuiteContext, SuiteSettings, get_suite, list_suites
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import MAX_STDDEV, MAX_VOTES, load_model, read_metadata, verify_export
+from zoo.files import write_json
 from zoo.noise import set_noise
 from zoo.pretrained import model_path
 
@@ -74,11 +75,8 @@ class Evaluation:
     def save(self) -> None:
         if self.out is None:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.out / "report.json.tmp"
-        tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "counters": self.counters, "rows": self.rows},
-                                  indent=1, default=float))
-        os.replace(tmp, self.out / "report.json")
+        write_json(self.out / "report.json", {"schema_version": SCHEMA_VERSION, "counters": self.counters,
+                                              "rows": self.rows}, indent=1, default=float)
 
 
 def row_digest(row: dict) -> str:

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from evaluation.suites import get_suite, list_suites  # noqa: E402
+from zoo.files import write_text_atomic
 
 
 def _pct(row):
@@ -70,7 +71,7 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
     _transfer_matrix(rows, lines)
     _plots(rows, out, lines)
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -203,3 +203,13 @@ def test_chunked_replications_match_single_pass():
     assert np.max(np.abs(z)) < 4.5
     res = chunked_est(model, x, y, 0)
     assert res.logits.shape == (6, 3) and np.isfinite(float(res.loss))
+
+
+def test_the_hinge_is_the_relu_of_one_minus_the_logit_margin():
+    import tensorflow as tf
+
+    from training.losses import hinge, logit_margin
+    logits = tf.constant([[3.0, 1.0, 0.0], [0.0, 0.5, 2.0], [1.0, 1.0, 0.2]])
+    y = tf.constant([0, 1, 2])
+    np.testing.assert_allclose(logit_margin(logits, y), [2.0, -1.5, -0.8], atol=1e-6)
+    np.testing.assert_allclose(hinge(logits, y), [0.0, 2.5, 1.8], atol=1e-6)

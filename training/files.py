@@ -3,20 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from pathlib import Path
 
 from zoo.errors import OutputExistsError
-
-
-def write_json(path: Path, value) -> None:
-    """Write ``value`` as JSON to ``path`` atomically (a temporary sibling, then a rename), so a
-    reader (a resumed run) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+from zoo.files import write_json  # noqa: F401  (re-exported: the run log and checkpoints write through it)
 
 
 @contextlib.contextmanager

@@ -22,12 +22,18 @@ def zero_one(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), logits.dtype)
 
 
-def hinge(logits: tf.Tensor, y: tf.Tensor, margin: float = 1.0) -> tf.Tensor:
-    """Crammer-Singer multi-class hinge ``max(0, margin + max_{k != y} logit_k - logit_y)``."""
+def logit_margin(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """``logit_y - max_{k != y} logit_k`` per example ``[N]``: negative once misclassified (the
+    margin the hinge penalises and SPSA minimises)."""
     y = tf.cast(y, tf.int32)
     true = tf.gather(logits, y, batch_dims=1)
     other = tf.reduce_max(logits - 1e9 * tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype), -1)
-    return tf.nn.relu(margin + other - true)
+    return true - other
+
+
+def hinge(logits: tf.Tensor, y: tf.Tensor, margin: float = 1.0) -> tf.Tensor:
+    """Crammer-Singer multi-class hinge ``max(0, margin - (logit_y - max_{k != y} logit_k))``."""
+    return tf.nn.relu(margin - logit_margin(logits, y))
 
 
 LOSSES: dict[str, Callable] = {"ce": cross_entropy, "zero_one": zero_one, "hinge": hinge}

@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from zoo.data import file_sha256
 from zoo.errors import OutputExistsError, UserInputError
+from zoo.files import write_text_atomic
 from zoo.noise_context import noise_override
 from zoo.voting import vote_counts
 
@@ -296,10 +297,7 @@ def update_metadata(export_dir: str | os.PathLike, **fields) -> dict:
     """
     path = Path(export_dir) / METADATA
     meta = {**read_metadata(export_dir), **fields}
-    text = _dumps(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, _dumps(meta))
     return meta
 
 

@@ -54,6 +54,7 @@ import tempfile
 from pathlib import Path
 
 from zoo.export import read_metadata
+from zoo.files import write_text_atomic
 from zoo.pretrained import list_pretrained, pretrained_root
 
 LEADERBOARD = "LEADERBOARD.md"
@@ -293,12 +294,10 @@ def write_leaderboard(root: str | os.PathLike | None = None) -> Path:
                 path = tmp.joinpath(*Path(rel).relative_to(FOLDER).parts)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
-        md = root / (LEADERBOARD + ".tmp")
-        md.write_text(files[LEADERBOARD])
         if (root / FOLDER).exists():
             shutil.rmtree(root / FOLDER)
         os.replace(tmp, root / FOLDER)
-        os.replace(md, root / LEADERBOARD)
+        write_text_atomic(root / LEADERBOARD, files[LEADERBOARD])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -54,6 +54,7 @@ from zoo.export import (
     sha256,
     verify_export,
 )
+from zoo.files import write_text_atomic
 
 ROOT_ENV = "GLRZOO_PRETRAINED_DIR"
 URL_ENV = "GLRZOO_PRETRAINED_URL"
@@ -236,11 +237,7 @@ def index_text(index: dict) -> str:
 def write_index(root: str | os.PathLike | None = None) -> Path:
     """Regenerate ``<root>/index.json`` (:func:`build_index`) atomically."""
     root = Path(root) if root is not None else pretrained_root()
-    path = root / INDEX
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(index_text(build_index(root)))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(root / INDEX, index_text(build_index(root)))
 
 
 def read_index(path: str | os.PathLike) -> dict:

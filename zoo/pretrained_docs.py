@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from zoo.export import read_metadata
+from zoo.files import write_text_atomic
 from zoo.leaderboard import summary_row, write_leaderboard
 from zoo.pretrained import list_pretrained, pretrained_root
 
@@ -35,10 +36,7 @@ def write_readme(root: str | os.PathLike | None = None) -> Path:
     """Regenerate ``<root>/README.md`` (:data:`README_HEAD` + :func:`readme_table`) atomically, and
     the leaderboard beside it (``LEADERBOARD.md`` and ``leaderboard/``, :func:`zoo.leaderboard.write_leaderboard`)."""
     root = Path(root) if root is not None else pretrained_root()
-    path = root / "README.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(README_HEAD + readme_table(root) + "\n")
-    os.replace(tmp, path)
+    path = write_text_atomic(root / "README.md", README_HEAD + readme_table(root) + "\n")
     write_leaderboard(root)
     return path
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from zoo.errors import UserInputError
 from zoo.export import METADATA, SAVEDMODEL_VERSION, verify_export
+from zoo.files import write_text_atomic
 
 POLICIES = ("latest", "all", "specific")
 
@@ -101,10 +102,7 @@ def write_models_config(root: str | os.PathLike, out: str | os.PathLike, base: s
         raise UserInputError(f"{out} is a folder; --out names the models.config file to write")
     if not out.parent.is_dir():
         raise UserInputError(f"{out.parent} does not exist; create it or choose another --out")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, text)
 
 
 def rest_request(images, signature: str = "serving_default", stddev: float | None = None,
