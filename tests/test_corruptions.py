@@ -71,3 +71,29 @@ def test_registry_and_eq6(monkeypatch):
     with pytest.raises(UserInputError, match="unknown corruption"):
         corrupt(GREY, "fog", 1)
     assert mean_corruption_accuracy({("a", 1): 0.5, ("a", 2): 0.7, ("b", 1): 0.9}) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("name", ["shot_noise", "motion_blur", "rotate", "brightness"])
+def test_each_extra_corruption_alone_stays_in_range_and_grows_with_severity(name):
+    """The four corruptions beyond the GLR authors' (shot noise, motion blur, rotation, brightness):
+    pixels stay in [0, 1], the shape is kept, the same seed gives the same images, and the mean
+    change grows with the severity."""
+    rng = np.random.default_rng(0)
+    digits = np.zeros((50, 28, 28, 1), np.float32)
+    digits[:, 8:20, 12:16] = rng.uniform(0.6, 1.0, (50, 12, 4, 1))  # a bar: blur and rotation move it
+    change = []
+    for severity in range(1, 6):
+        out = corrupt(digits, name, severity, seed=3)
+        assert out.shape == digits.shape and out.min() >= 0.0 and out.max() <= 1.0
+        np.testing.assert_array_equal(out, corrupt(digits, name, severity, seed=3))
+        change.append(float(np.mean(np.abs(out - digits))))
+    assert change[0] > 0, change
+    assert change[-1] > change[0] and all(b >= a - 1e-3 for a, b in zip(change, change[1:])), change
+
+
+def test_portable_argv_drops_this_machines_data_folder():
+    from training.run import portable_argv
+
+    argv = ["train", "--model", "cnn6", "--data-dir", "/home/me/data", "--epochs", "2", "--data-dir=/x", "--out", "m"]
+    assert portable_argv(argv) == ["train", "--model", "cnn6", "--epochs", "2", "--out", "m"]
+    assert portable_argv(["train", "--out", "--data-dir-like"]) == ["train", "--out", "--data-dir-like"]

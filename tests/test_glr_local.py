@@ -167,16 +167,15 @@ LARGE = pytest.mark.large
 
 
 @pytest.mark.parametrize("kind,options", [
-    ("dense", {}),
+    ("dense", {}),  # the default suite's case; the others are large (over 4 s each here)
     pytest.param("conv_bn", {"grouping": "patch"}, marks=LARGE),
-    ("conv_bn", {"grouping": "channels", "group_size": 2}),
+    pytest.param("conv_bn", {"grouping": "channels", "group_size": 2}, marks=LARGE),
     pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat"}, marks=LARGE),
     pytest.param("dense", {"head_input": "concat"}, marks=LARGE),
     pytest.param("conv_bn", {"grouping": "unit"}, marks=LARGE),
     pytest.param("lstm", {}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
 ])
-@pytest.mark.large  # over 4 s here; the default suite stays under 3 min
 def test_local_glr_mean_matches_backprop_of_local_objective(kind, options):
     g, p = compare(kind, 200, replications=2, dense_replications=4, **options)
     assert_same_mean(g, p)
@@ -191,8 +190,8 @@ def test_error_shrinks_as_samples_grow():
     assert err_large < err_small / 1.5  # 1/sqrt(n): a factor 2 expected
 
 
-@pytest.mark.large  # slow here (5-20 s); .ci/run runs it
-@pytest.mark.parametrize("antithetic,replications", [(True, 8), pytest.param(False, 3, marks=LARGE)])
+@pytest.mark.parametrize("antithetic,replications", [pytest.param(True, 8, marks=LARGE),  # 5-20 s each here
+                                                     pytest.param(False, 3, marks=LARGE)])
 def test_replications_and_pairs_keep_the_mean(antithetic, replications):
     g, p = compare("dense", 200, replications=replications, dense_replications=replications, antithetic=antithetic)
     assert_same_mean(g, p)
@@ -301,6 +300,7 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
 
     model = small_model(kind)
     x, y = batch(kind)
+    options = dict(options)  # the parameter's dict is shared by every run of the test: do not change it
     lstm_steps = options.pop("lstm_steps", 0)
     estimator = glr_local(sigma=0.02, head_sigma=0.02, grid=2, replications=2, dense_replications=4,
                           lstm_steps=lstm_steps, **options)

@@ -69,11 +69,16 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert "acc " not in capsys.readouterr().out  # no row was recomputed
 
 
-def test_bad_suite_is_refused(exports, tmp_path, capsys):
-    assert main(["evaluate", str(exports / "relu"), "--attacks", "fgsm,deepfool", "--out", str(tmp_path / "r3")]) == 2
-    assert "deepfool" in capsys.readouterr().err
-    assert main(["evaluate", str(exports / "relu"), "--suite", "clean,vibes", "--out", str(tmp_path / "r")]) == 2
-    assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
+def test_bad_suite_is_refused(tmp_path, capsys):
+    """Names are checked before any model is looked at (no model needs to exist, nothing is written)."""
+    absent = str(tmp_path / "no_model")
+    assert main(["evaluate", absent, "--attacks", "fgsm,deepfool", "--out", str(tmp_path / "r3")]) == 2
+    assert "unknown deepfool" in capsys.readouterr().err
+    assert main(["evaluate", absent, "--suite", "clean,vibes", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown vibes" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2  # a folder that is no export
+    assert "not a glrzoo export" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.large  # slow here (5-20 s); .ci/run runs it

@@ -1,5 +1,7 @@
 """Registries: a new estimator, attack or suite is one decorated function, and the CLI, the tuner,
 the harness and the report pick it up with no other edit."""
+import json
+
 import keras_tuner as kt
 import numpy as np
 import pytest
@@ -91,6 +93,16 @@ def test_new_attack_and_suite_are_cli_choices(scratch_registries, tmp_path, caps
     assert "noop" in attacks.list_attacks() and suites.get_suite("count").note.startswith("How many")
     x = np.zeros((2, 3), np.float32)
     assert attacks.attack("noop", lambda v: v, x, [0, 1], 0.1).numpy().tolist() == x.tolist()
-    assert main(["evaluate", str(tmp_path), "--attacks", "noop,deepfool", "--suite", "count", "--out",
-                 str(tmp_path / "r")]) == 2
+    export = tmp_path / "m"
+    assert main(["train", "--model", "test_mlp", "--epochs", "1", "--quiet", "--out", str(export)]) == 0
+    assert main(["evaluate", str(export), "--attacks", "noop", "--suite", "clean,whitebox,count", "--eps", "0.1",
+                 "--n", "30", "--out", str(tmp_path / "r")]) == 0  # the new attack and suite run end to end
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    clean = next(r for r in rows if r["suite"] == "clean")
+    noop_row = next(r for r in rows if r["suite"] == "whitebox" and r["attack"] == "noop")
+    assert noop_row["accuracy"] == clean["accuracy"]  # it changed nothing
+    assert next(r for r in rows if r["suite"] == "count")["n"] == 30
+    assert "How many test points" in (tmp_path / "r" / "report.md").read_text()
+    assert main(["evaluate", str(export), "--attacks", "noop,deepfool", "--suite", "count", "--out",
+                 str(tmp_path / "r2")]) == 2
     assert "unknown deepfool" in capsys.readouterr().err

@@ -10,8 +10,17 @@ ROOT = Path(__file__).resolve().parents[1] / "saved_models"
 EXPORTS = sorted(p.parent for p in ROOT.rglob("metadata.json"))
 
 
-def test_shipped_models_exist():
-    assert len(EXPORTS) >= 5
+def test_every_recipe_ships_and_the_index_lists_exactly_the_exports():
+    """The pretrained builder's recipes and the GLR table are all shipped, and index.json lists
+    exactly the exports present (a model added or removed without regenerating it fails)."""
+    import json
+
+    from glrzoo.pretrained_build import GLR_TABLE, RECIPES
+
+    names = {p.relative_to(ROOT).as_posix() for p in EXPORTS}
+    assert set(json.loads((ROOT / "index.json").read_text())["models"]) == names
+    missing = (set(RECIPES) | set(GLR_TABLE)) - names
+    assert not missing, f"recipes without a shipped export: {sorted(missing)}"
 
 
 @pytest.mark.large  # real MNIST / stroke data, 2-10 s per shipped model
