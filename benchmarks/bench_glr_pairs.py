@@ -6,7 +6,7 @@ enough", sec. 5) report that LR-trained networks resist adversarial examples bet
 the claim on deep networks: for each pair (same architecture, data and budget; only the gradient
 estimator differs) it prints clean accuracy, transfer FGSM and PGD from a separate backprop
 substitute (made here, not shipped), SPSA (gradient-free), white-box PGD, the corruption mean
-(mA, eq. 6 of the noisy-inference paper, Qin and Vucinic 2018) and the masking flags. Image models
+(mA: Xiao, Peng, Hong, Ke and Yang 2020, eq. 6) and the masking flags. Image models
 only: the pixel attacks and corruptions are defined on ``[0, 1]`` images, so the stroke LSTM pair
 gets clean accuracy and noisy voting instead.
 

@@ -39,7 +39,7 @@ from zoo.voting import smoothed_predict, vote_counts
 if TYPE_CHECKING:
     from evaluation.harness import Evaluation
 
-MEAN_EQ6 = "mean (eq. 6)"  # the GLR authors' summary over their four corruptions (Li et al. 2021, eq. 6)
+MEAN_EQ6 = "mean (eq. 6)"  # the GLR authors' summary over their four corruptions (Xiao et al. 2020, eq. 6)
 MEAN_ALL = "mean (all)"  # the same mean over every corruption that ran
 
 

@@ -1,4 +1,5 @@
-"""Convolutional families: BANG's LeNet, the noisy-inference paper's CNN6, Madry's MNIST CNN and TRADES' SmallCNN."""
+"""Convolutional families: BANG's LeNet (Rozsa, Günther and Boult 2016), CNN6 (Qin and Vucinic 2018),
+Madry et al. 2018's MNIST CNN and TRADES' SmallCNN (Zhang et al. 2019)."""
 from __future__ import annotations
 
 import keras
@@ -94,11 +95,11 @@ def smallcnn(input_shape, num_classes, *, filters=(32, 32, 64, 64), dense=(200, 
     return keras.Model(inputs, outputs, name=name)
 
 
-register_model("lenet", "BANG's LeNet: conv20-pool-conv50-pool-fc500-dropout-fc")(lenet)
+register_model("lenet", "Rozsa, Günther and Boult 2016's (BANG) LeNet: conv20-pool-conv50-pool-fc500-dropout-fc")(lenet)
 register_model("test_lenet", "tiny LeNet for fast tests", filters=(2, 4), dense=8, name="test_lenet")(lenet)
-register_model("cnn6", "noisy-inference paper's 6-layer CNN (conv-BN-noise-ReLU x4, FC-BN-noise-ReLU, FC-noise)")(cnn6)
+register_model("cnn6", "Qin and Vucinic 2018's 6-layer CNN (conv-BN-noise-ReLU x4, FC-BN-noise-ReLU, FC-noise)")(cnn6)
 register_model("test_cnn6", "tiny CNN6 for fast tests", filters=(2, 2, 4, 4), dense=8, name="test_cnn6")(cnn6)
-register_model("madry_cnn", "Madry et al.'s MNIST CNN (conv32-pool-conv64-pool-fc1024), a transfer-attack source")(madry_cnn)
+register_model("madry_cnn", "Madry et al. 2018's MNIST CNN (conv32-pool-conv64-pool-fc1024), a transfer-attack source")(madry_cnn)
 register_model("test_madry_cnn", "tiny Madry CNN for fast tests", filters=(2, 4), dense=8, name="test_madry_cnn")(madry_cnn)
 register_model("smallcnn", "TRADES' MNIST SmallCNN (Zhang et al. 2019): conv32-conv32-pool-conv64-conv64-pool-"
                "fc200-fc200")(smallcnn)

@@ -6,7 +6,8 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class NoiseArgs:
-    """Noise settings given to every noisy layer of a model; layer ``i`` gets seed ``seed + i``."""
+    """Noise settings given to every noisy layer of a model; layer ``i`` gets seed ``seed + 1000 i``
+    (:meth:`layer`), so the layers' noise streams never overlap for any seed below 1000."""
 
     noise: str = "additive"
     train_stddev: float = 0.0

@@ -72,7 +72,7 @@ def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filt
     return keras.Model(inputs, outputs, name=name)
 
 
-register_model("densenet", "DenseNet (depth 40, growth 12 by default; about 1M parameters)")(densenet)
+register_model("densenet", "DenseNet (Huang et al. 2017; depth 40, growth 12 by default; about 1M parameters)")(densenet)
 register_model("densenet_gridpool", "DenseNet whose classifier reads a 4x4 grid of averages, not the global "
                "average (for local learning: glr_local, local_bp)", classifier_grid=4,
                name="densenet_gridpool")(densenet)

@@ -34,5 +34,6 @@ def lstm(input_shape, num_classes, *, units=128, noise="additive", train_stddev=
     return keras.Model(inputs, outputs, name=name)
 
 
-register_model("lstm", "LSTM (128 units) with noise on every gate at every step, then a noisy output layer")(lstm)
+register_model("lstm", "LSTM (Hochreiter and Schmidhuber 1997; 128 units) with noise on every gate at every step, "
+               "then a noisy output layer")(lstm)
 register_model("test_lstm", "tiny LSTM (8 units) for fast tests", units=8, name="test_lstm")(lstm)

@@ -8,7 +8,7 @@ from zoo.noisy_dense import NoisyDense
 from zoo.registry import register_model
 
 
-def _mlp(input_shape, num_classes, *, hidden=(50,), activation="sigmoid", output_activation=None,
+def _mlp(input_shape, num_classes, *, hidden=(50,), activation="sigmoid",
          noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="mlp") -> keras.Model:
     """Flatten -> [NoisyDense(h, activation)] * len(hidden) -> NoisyDense(num_classes) (logits).
 
@@ -27,7 +27,7 @@ def _mlp(input_shape, num_classes, *, hidden=(50,), activation="sigmoid", output
     x = keras.layers.Flatten(name="flatten")(inputs)
     for i, width in enumerate(hidden):
         x = NoisyDense(width, activation=activation, name=f"dense_{i + 1}", **na.layer(i))(x)
-    outputs = NoisyDense(num_classes, activation=output_activation, name="logits", **na.layer(len(hidden)))(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(len(hidden)))(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -39,7 +39,7 @@ def mlp(input_shape, num_classes, *, hidden=(50,), activation="sigmoid", noise="
 
 mlp.__doc__ = _mlp.__doc__
 register_model("mlp", "MLP with configurable hidden sizes (default one sigmoid layer of 50)")(mlp)
-register_model("glr_mlp", "GLR paper's MLP: 784-50-10, sigmoid (set activation='threshold' for the step net)",
+register_model("glr_mlp", "Xiao et al. 2020's GLR MLP: 784-50-10, sigmoid (set activation='threshold' for the step net)",
                hidden=(50,), activation="sigmoid", name="glr_mlp")(mlp)
 register_model("substitute_mlp", "784-100-50-10 ReLU MLP, the backprop substitute that makes transfer attacks",
                hidden=(100, 50), activation="relu", name="substitute_mlp")(mlp)
