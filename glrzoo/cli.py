@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective-votes", type=_positive_int, default=10, help="votes of val_noisy_vote")
     p.add_argument("--objective-eps", type=_stddev, default=0.1, help="FGSM eps of val_transfer")
     p.add_argument("--seed", type=int, default=0, help="seed of the search and of every trial")
+    p.add_argument("--init-from", default=None, metavar="EXPORT",
+                   help="every trial (and the final model) starts from the weights of this export folder or "
+                        "pretrained name, e.g. mnist/cnn6_bp (same --model and --model-args)")
     p.add_argument("--out", required=True, help="export directory of the best model; the search state goes to OUT.tuning/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export and search state")
 
@@ -537,7 +540,8 @@ def cmd_tune(args, argv) -> int:
         raise UserInputError(f"{out} already holds an export; pass --overwrite or choose another --out")
     data = load_dataset(args.dataset, args.data_dir, args.download).subset(args.train_limit, None)
     base = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                       activation=args.activation, model_args=args.model_args, seed=args.seed, verbose=0)
+                       activation=args.activation, model_args=args.model_args, seed=args.seed, verbose=0,
+                       init_from=args.init_from)
     hm = ZooHyperModel(args.model, args.method, data, base, validation=args.validation,
                        objective_stddev=args.objective_stddev, objective_votes=args.objective_votes,
                        objective_eps=args.objective_eps, seed=args.seed)

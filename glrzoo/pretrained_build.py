@@ -108,6 +108,15 @@ RECIPES: dict[str, Recipe] = {
                                                                                       "sigma": 0.1})),
     "fashion_mnist/densenet_gridpool_bp": Recipe("densenet_gridpool", "fashion_mnist", "bp", dict(
         epochs=8, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
+    # robust MNIST models: TRADES (the row of training.recipes, asked for with --adversarial trades) and the base
+    # classifiers of randomized smoothing (Gaussian input noise, Cohen et al. 2019), certified in the README
+    "mnist/smallcnn_trades": Recipe("smallcnn", "mnist", "bp", dict(
+        adversarial={"kind": "trades", "eps": 0.3, "step": 0.075, "iterations": 10, "beta": 6.0, "ramp_epochs": 2.0},
+        epochs=30, lr=0.001, lr_schedule="cosine")),
+    "mnist/smallcnn_gauss0.25": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.25, epochs=10, lr=0.001,
+                                                                       lr_schedule="cosine")),
+    "mnist/smallcnn_gauss0.5": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.5, epochs=10, lr=0.001,
+                                                                      lr_schedule="cosine")),
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
         epochs=16, lr=0.003, lr_schedule="cosine", model_args={"units": 64}, method_args={"lstm_steps": 16, "sigma": 0.1})),
 }

@@ -40,7 +40,7 @@ from evaluation.attacks import attack, logits_fn
 from evaluation.metrics import vote_accuracy
 from training.pipeline import epoch_dataset
 from training.registry import create_estimator, get_estimator, list_estimators
-from training.run import TrainConfig, adversarial_training, build_model, make_optimizer
+from training.run import TrainConfig, adversarial_training, build_model, initialize_from, make_optimizer
 from training.substitute import train_substitute
 from training.trainer import Trainer
 from zoo.errors import UserInputError
@@ -109,7 +109,10 @@ class ZooHyperModel(kt.HyperModel):
         steps = -(-len(self.data.x_train) // config.batch_size)
         estimator, transforms = adversarial_training(
             config, create_estimator(config.method, loss=config.loss, **config.method_args), steps)
-        trainer = Trainer(build_model(config, self.data), estimator, transforms)
+        model = build_model(config, self.data)
+        if config.init_from:
+            initialize_from(model, config.init_from)  # fine-tuning search: each trial starts from these weights
+        trainer = Trainer(model, estimator, transforms)
         trainer.compile(optimizer=make_optimizer(config.optimizer, config.lr, config.weight_decay))
         trainer.build((None, *self.data.input_shape))
         return trainer

@@ -56,3 +56,18 @@ def test_glrzoo_tune_exports_the_best(tmp_path, capsys):
     assert abs(meta["metrics"]["test_accuracy"] - meta["tuning"]["score"]) < 0.15
     assert main(["tune", "--model", "mlp", "--method", "bp", "--objective", "vibes", "--out", str(tmp_path / "x")]) == 2
     assert "objective" in capsys.readouterr().err
+
+
+def test_tune_starts_every_trial_from_a_pretrained_name(tmp_path, capsys):
+    """--init-from takes a pretrained name (verified) as every other command does; the final model
+    records where its weights started."""
+    from glrzoo.cli import main
+    from zoo.export import read_metadata
+
+    out = tmp_path / "tuned"
+    assert main(["tune", "--model", "glr_mlp", "--dataset", "digits", "--method", "bp", "--max-trials", "1",
+                 "--epochs", "1", "--model-args", '{"activation": "threshold"}', "--init-from",
+                 "digits/glr_threshold_mlp", "--out", str(out)]) == 0
+    assert "digits/glr_threshold_mlp: pretrained model at" in capsys.readouterr().err
+    init = read_metadata(out)["training"]["init_from"]
+    assert init["source"] == "digits/glr_threshold_mlp" and init["dataset"] == "digits" and init["variables_copied"] > 0

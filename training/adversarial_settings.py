@@ -58,7 +58,11 @@ def merge(mine: dict | None, theirs: dict | None) -> tuple[dict | None, dict | N
 
     Returns ``(settings, supplied)``: the merged dict (``None`` when neither is given) and the row's
     values that were used (``None`` when the row gave nothing). Asking for another kind than the
-    row's (``--adversarial pgd`` where the row trains TRADES) takes none of the row's keys."""
+    row's (``--adversarial pgd`` where the row trains TRADES) takes none of the row's keys. A row
+    marked ``on_request: True`` applies only when the user asks for adversarial training (its model
+    trains plainly by default, and ``--adversarial KIND`` gets the row's measured settings)."""
+    if theirs is not None and theirs.get("on_request"):
+        theirs = {k: v for k, v in theirs.items() if k != "on_request"} if mine is not None else None
     if mine is not None and theirs is not None and asked_kind(mine, theirs) != adversarial_kind(theirs):
         theirs = None
     if mine is None and theirs is None:
