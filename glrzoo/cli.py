@@ -33,7 +33,8 @@ from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training import adversarial_settings
 from training.adversarial_settings import ADVERSARIAL_DEFAULTS, TRADES_DEFAULTS
 from training.batchnorm import recalibrate_export
-from training.optim import OPTIMIZERS, SCHEDULES
+from training.config import train_flags
+from training.flags import finite, json_object, non_negative, positive, positive_int
 from training.recipes import RECIPE_FIELDS, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import TrainConfig, TrainingDiverged, portable_argv, sweep, train
@@ -45,49 +46,7 @@ from zoo.pretrained import model_path
 from zoo.registry import get_entry, list_models
 from zoo.serving import write_models_config
 
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def _stddev(text: str) -> float:
-    value = _finite(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _finite(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _json_dict(text: str) -> dict:
-    def refuse(name):
-        raise argparse.ArgumentTypeError(f"{name} is not a finite number; give finite values")
-
-    try:
-        value = json.loads(text, parse_constant=refuse)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}); e.g. '{{\"hidden\": [100, 50]}}'") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object such as '{\"hidden\": [100, 50]}'")
-    return value
+_finite, _stddev, _positive, _positive_int, _json_dict = finite, non_negative, positive, positive_int, json_object
 
 
 RECIPE_NOTE = "the recipe's, else "  # flags a training recipe may fill (training.recipes)
@@ -128,47 +87,21 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="bp", choices=list_estimators(), help="gradient estimator")
     p.add_argument("--no-recipe", action="store_true",
                    help="ignore the recipe of (--model, --dataset, --method) and use the generic values for unset flags")
-    p.add_argument("--epochs", type=_positive_int, default=None, help=_recipe_help("epochs to train", g["epochs"]))
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help=_recipe_help("examples per optimizer step", g["batch_size"]))
-    p.add_argument("--lr", type=_positive, default=None, help=_recipe_help("learning rate", g["lr"]))
-    p.add_argument("--lr-schedule", choices=SCHEDULES.names(), default=None,
-                   help=_recipe_help("learning-rate schedule: constant, cosine decay to 0 over the run, Caffe's inverse decay "
-                                     "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps), or cyclic: linear 0 -> lr -> 0 "
-                                     "over the run (Wong et al. 2020's fast adversarial training)",
-                                     g["lr_schedule"]))
-    p.add_argument("--optimizer", default=None, choices=OPTIMIZERS.names(),
-                   help=_recipe_help("optimizer", g["optimizer"]))
-    p.add_argument("--weight-decay", type=_stddev, default=None,
-                   help=_recipe_help("decoupled weight decay of the optimizer", "none"))
-    p.add_argument("--noise", default=None, choices=["additive", "multiplicative"],
-                   help=_recipe_help("kind of the noisy layers' noise", g["noise"]))
-    p.add_argument("--train-stddev", type=_stddev, default=None,
-                   help=_recipe_help("noise stddev while training", g["train_stddev"]))
-    p.add_argument("--infer-stddev", type=_stddev, default=None,
-                   help=_recipe_help("noise stddev at inference", g["infer_stddev"]))
-    p.add_argument("--activation", default=None, help=_recipe_help(
-        "hidden activation: relu, sigmoid, sigmoid:A, threshold, sign, staircase:K", "the model's own"))
-    p.add_argument("--loss", default=None, choices=["ce", "zero_one", "hinge"],
-                   help=_recipe_help("training loss", g["loss"]))
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and noise")
-    p.add_argument("--model-args", type=_json_dict, default=None,
-                   help="JSON object of builder overrides, merged over the recipe's (default: the recipe's, else {})")
+    for field, flag, default in train_flags():  # declared once, in training/config.py
+        kwargs = {"type": flag.type, "metavar": flag.metavar}
+        if flag.choices is not None:
+            kwargs["choices"] = list(flag.choices() if callable(flag.choices) else flag.choices)
+        if flag.switch:
+            kwargs = {"action": argparse.BooleanOptionalAction}
+        shown = flag.shown_default if flag.shown_default is not None else default
+        if field in RECIPE_FIELDS:
+            help_text = _recipe_help(flag.help, g[field] if flag.shown_default is None else shown)
+        else:
+            help_text = f"{flag.help} (default: {shown})"
+        p.add_argument(flag.flag, dest=field, default=None if field in RECIPE_FIELDS else default, help=help_text,
+                       **{k: v for k, v in kwargs.items() if v is not None})
     p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
                    help="tf.distribute strategy: all local devices, or the cluster described by TF_CONFIG")
-    p.add_argument("--train-limit", type=_positive_int, default=None,
-                   help="use only the first N training examples (default: all)")
-    p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test examples (default: all)")
-    p.add_argument("--init-from", default=None, metavar="EXPORT",
-                   help="start from the weights of this export folder or pretrained name (same --model and "
-                        "--model-args; noise settings stay this run's) (default: the recipe's, else random init)")
-    p.add_argument("--freeze-bn-stats", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch norm normalizes with its moving statistics while training and never updates them "
-                        "(noise fine-tuning of a clean net: use with --init-from) (default: the recipe's, else off)")
-    p.add_argument("--input-noise", type=_stddev, default=None, metavar="SIGMA",
-                   help=_recipe_help("stddev of Gaussian noise added to every training input, in pixel units: the "
-                                     "base classifier of randomized smoothing (Cohen et al. 2019; certify it with "
-                                     "--suite certify --certify-sigmas SIGMA)", g["input_noise"]))
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
     g = p.add_argument_group("adversarial training (--adversarial pgd, fgsm_rs or trades)")

@@ -10,6 +10,7 @@ import numpy as np
 
 from training import adversarial_settings
 from training.adversarial_settings import FLAGS
+from training.flags import Flag, json_object, non_negative, positive, positive_int, setting
 from training.optim import OPTIMIZERS, SCHEDULES
 from zoo.errors import UserInputError
 
@@ -18,37 +19,56 @@ NOT_RECIPE = ("out", "resume", "overwrite", "verbose", "data_dir", "download", "
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything ``glrzoo train`` needs; every field maps to one CLI flag."""
+    """Everything ``glrzoo train`` needs. A field with a flag is declared once, here, with
+    :func:`training.flags.setting` (default, help, flag, value type); the CLI builds its flags from
+    these declarations and :data:`training.recipes.RECIPE_FIELDS` lists the fields a recipe may fill."""
 
     model: str
     dataset: str = "digits"
     method: str = "bp"
     out: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    optimizer: str = "adam"
-    weight_decay: float | None = None
-    noise: str = "additive"
-    train_stddev: float = 0.0
-    infer_stddev: float = 0.0
-    activation: str | None = None
-    loss: str = "ce"
-    seed: int = 0
+    epochs: int = setting(10, flag=Flag("--epochs", "epochs to train", positive_int))
+    batch_size: int = setting(128, flag=Flag("--batch-size", "examples per optimizer step", positive_int))
+    lr: float = setting(1e-3, flag=Flag("--lr", "learning rate", positive))
+    lr_schedule: str = setting("constant", flag=Flag(
+        "--lr-schedule", "learning-rate schedule: constant, cosine decay to 0 over the run, Caffe's inverse decay "
+        "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps), or cyclic: linear 0 -> lr -> 0 over the run (Wong et al. "
+        "2020's fast adversarial training)", choices=lambda: SCHEDULES.names()))
+    optimizer: str = setting("adam", flag=Flag("--optimizer", "optimizer", choices=lambda: OPTIMIZERS.names()))
+    weight_decay: float | None = setting(None, flag=Flag("--weight-decay", "decoupled weight decay of the optimizer",
+                                                         non_negative, shown_default="none"))
+    noise: str = setting("additive", flag=Flag("--noise", "kind of the noisy layers' noise",
+                                               choices=("additive", "multiplicative")))
+    train_stddev: float = setting(0.0, flag=Flag("--train-stddev", "noise stddev while training", non_negative))
+    infer_stddev: float = setting(0.0, flag=Flag("--infer-stddev", "noise stddev at inference", non_negative))
+    activation: str | None = setting(None, flag=Flag(
+        "--activation", "hidden activation: relu, sigmoid, sigmoid:A, threshold, sign, staircase:K",
+        shown_default="the model's own"))
+    loss: str = setting("ce", flag=Flag("--loss", "training loss", choices=("ce", "zero_one", "hinge")))
+    seed: int = setting(0, flag=Flag("--seed", "seed of the weights, batches and noise", int, recipe=False))
     data_dir: str | None = None
     download: bool = False
-    train_limit: int | None = None
-    test_limit: int | None = None
+    train_limit: int | None = setting(None, flag=Flag("--train-limit", "use only the first N training examples",
+                                                      positive_int, recipe=False, shown_default="all"))
+    test_limit: int | None = setting(None, flag=Flag("--test-limit", "use only the first N test examples", positive_int,
+                                                     recipe=False, shown_default="all"))
     resume: bool = False
     overwrite: bool = False
     verbose: int = 2
-    model_args: dict = dataclasses.field(default_factory=dict)
-    method_args: dict = dataclasses.field(default_factory=dict)
-    adversarial: dict | None = None  # e.g. {"eps": 0.3, "step": 0.01, "iterations": 40}: PGD training
-    init_from: str | None = None  # export folder or pretrained name whose weights start the run (fine-tuning)
-    freeze_bn_stats: bool = False  # batch norm uses (and keeps) its moving statistics while training
-    input_noise: float = 0.0  # stddev of Gaussian noise added to every training input (Cohen et al. 2019)
+    model_args: dict = setting(default_factory=dict, flag=Flag(
+        "--model-args", "JSON object of builder overrides, merged over the recipe's", json_object, shown_default="{}"))
+    method_args: dict = setting(default_factory=dict, recipe=True)  # the estimator's options (their own flags)
+    adversarial: dict | None = setting(None, recipe=True)  # training.adversarial_settings (the --adv-* flags)
+    init_from: str | None = setting(None, flag=Flag(
+        "--init-from", "start from the weights of this export folder or pretrained name (same --model and "
+        "--model-args; noise settings stay this run's)", metavar="EXPORT", shown_default="random init"))
+    freeze_bn_stats: bool = setting(False, flag=Flag(
+        "--freeze-bn-stats", "batch norm normalizes with its moving statistics while training and never updates "
+        "them (noise fine-tuning of a clean net: use with --init-from)", switch=True, shown_default="off"))
+    input_noise: float = setting(0.0, flag=Flag(
+        "--input-noise", "stddev of Gaussian noise added to every training input, in pixel units: the base "
+        "classifier of randomized smoothing (Cohen et al. 2019; certify it with --suite certify --certify-sigmas "
+        "SIGMA)", non_negative, metavar="SIGMA"))
     allow_recipe_change: bool = False  # --resume with a changed lr, epochs or estimator option
     recipe_defaults: dict | None = None  # which row of training.recipes filled unset flags, and with what (recorded)
 
@@ -103,4 +123,19 @@ def _finite(value) -> bool:
         return False
 
 
-__all__ = ["NOT_RECIPE", "TrainConfig"]
+def train_flags() -> list[tuple[str, Flag, object]]:
+    """``(field, flag, default)`` of every :class:`TrainConfig` field that has a flag, in field order."""
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.metadata.get("flag")
+        if flag is not None:
+            out.append((f.name, flag, f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default))
+    return out
+
+
+def recipe_fields() -> tuple[str, ...]:
+    """The :class:`TrainConfig` fields a training recipe may fill, in field order."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("recipe"))
+
+
+__all__ = ["NOT_RECIPE", "TrainConfig", "recipe_fields", "train_flags"]

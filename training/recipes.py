@@ -6,7 +6,8 @@ the generic defaults (the :class:`training.run.TrainConfig` field defaults); ``-
 the row. The export's metadata records what was filled (``training.recipe_defaults``: the row's
 name and the values it supplied; ``null`` when no row applied).
 
-A row is a dict of :class:`~training.run.TrainConfig` fields (:data:`RECIPE_FIELDS`). Scalar fields
+A row is a dict of :class:`~training.config.TrainConfig` fields (:data:`RECIPE_FIELDS`, declared with
+their flags in :mod:`training.config`). Scalar fields
 are taken only when the flag was not given. ``model_args``, ``method_args`` and ``adversarial``
 are merged key by key: a key the user gave (``--model-args '{"hidden": [64]}'``, ``--sigma 0.5``,
 ``--adv-eps 0.1``) wins, the row's other keys stay. An ``adversarial`` entry turns adversarial
@@ -37,7 +38,7 @@ from training.adversarial_settings import (  # noqa: F401  (re-exported: where r
     adversarial_kind,
     fgsm_rs_step,
 )
-from training.config import TrainConfig
+from training.config import TrainConfig, recipe_fields
 from zoo.errors import UserInputError
 
 # One row per measured (model, dataset, method); the comment gives the result and how it was measured.
@@ -96,9 +97,7 @@ RECIPES: dict[tuple[str, str, str], dict] = {
                                                        model_args={"depth": 10, "growth_rate": 12}),
 }
 
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "weight_decay", "noise", "train_stddev",
-                 "infer_stddev", "activation", "loss", "model_args", "method_args", "adversarial", "init_from",
-                 "freeze_bn_stats", "input_noise")
+RECIPE_FIELDS = recipe_fields()  # declared in training/config.py (flags with recipe=True, method_args, adversarial)
 MERGED_FIELDS = ("model_args", "method_args", "adversarial")
 
 
