@@ -24,8 +24,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from evaluation.attacks import get_attack, list_attacks
-from evaluation.corruptions import get_corruption, list_corruptions
 from evaluation.masking import MASKING_TOLERANCE, masking_flags  # noqa: F401  (re-exported)
 from evaluation.suites import SuiteContext, SuiteSettings, get_suite, list_suites
 from zoo.errors import OutputExistsError, UserInputError
@@ -151,6 +149,18 @@ def _check_models(model_dirs, sources, x, dataset: str | None, allow_dataset_mis
                                  f"--dataset {trained}, or pass --allow-dataset-mismatch if you mean it")
 
 
+def _check_suites(entries, x) -> None:
+    """Suites that need images, or pixels in [0, 1], refused for other data (one line)."""
+    images = [e.name for e in entries if e.images]
+    if images and np.ndim(x) != 4:
+        raise UserInputError(f"suite {', '.join(repr(n) for n in images)} needs images [N, H, W, C], but the examples "
+                             f"have shape {tuple(np.shape(x)[1:])}; leave it out of --suite for this data set")
+    pixel_suites = sorted(e.name for e in entries if e.pixels)
+    if pixel_suites and (np.min(x) < 0 or np.max(x) > 1):
+        raise UserInputError(f"suites {', '.join(pixel_suites)} clip to [0, 1] pixels, but these inputs span "
+                             f"[{np.min(x):.3g}, {np.max(x):.3g}]; use --suite clean,voting for this data set")
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} is a file, not a folder; choose another --out (nothing was changed)")
@@ -164,107 +174,40 @@ def _settings(row):
     return " ".join(f"{k}={row[k]}" for k in keys if row.get(k) is not None)
 
 
-def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray,
-             suites: Sequence[str] = ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion"),
-             sources: Sequence[str] = (), out: str | os.PathLike | None = None, eps_list=(0.1, 0.2, 0.3),
-             transfer_attacks=("fgsm", "pgd"), steps: int = 20, restarts: int = 1, eot: int = 20,
-             stddevs=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), votes_list=(1, 5, 10, 20), vote_repeats: int = 3,
-             seed: int = 0, log: Callable[[str], None] = print, whitebox_attacks=("fgsm", "pgd", "autoattack"),
-             minimal_attacks=None, pass_limit: int = 50, abstain_alpha: float | None = 0.05,
-             distortion_stddevs=(0.1, 0.2, 0.3, 0.4), distortion_per_class: int = 10,
-             distortion_draws: int = 100, votes: int = 20, step_size: float | None = None,
-             infer_stddev: float | None = None, corruptions: Sequence[str] | None = None,
-             reference_attack: str | None = "autoattack", apgd_steps: int = 100, apgd_restarts: int = 1,
-             unbounded_eps: float | None = 1.0, certify_sigmas=(0.25,), certify_n0: int = 100,
-             certify_n: int = 10_000, certify_alpha: float = 0.001, certify_radii=None,
-             certify_max_points: int = 500, dataset: str | None = None,
-             allow_dataset_mismatch: bool = False) -> dict:
+DEFAULT_SUITES = ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion")
+
+
+def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Sequence[str] = DEFAULT_SUITES, *,
+             out: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+             infer_stddev: float | None = None, dataset: str | None = None, allow_dataset_mismatch: bool = False,
+             **settings) -> dict:
     """Evaluate every export in ``model_dirs`` on ``(x, y)``; returns ``{"rows", "counters", "flags"}``.
 
     Runs each chosen suite's function (:mod:`evaluation.suites`) in registry order, on one shared
-    :class:`evaluation.suites.SuiteContext`.
+    :class:`evaluation.suites.SuiteContext`; ``flags`` is the gradient-masking audit of the rows
+    (:func:`evaluation.masking.masking_flags`).
 
     Args:
-        model_dirs: exported model directories (``glrzoo train --out``).
-        x, y: test images ``[N, ...]`` in [0, 1] and labels ``[N]``.
+        model_dirs: exported model directories (``glrzoo train --out``) or pretrained names.
+        x, y: test points ``[N, ...]`` (images in [0, 1] for the pixel suites) and labels ``[N]``.
         suites: registered suite names (:func:`evaluation.suites.list_suites`).
-        sources: exports that make transfer attacks (default: the evaluated models themselves).
-        eps_list: L-inf radii (pixel units) for the attack suites.
-        eot: noise draws per gradient for models with inference noise (white-box only).
-        stddevs, votes_list, vote_repeats: the noisy-voting grid (multiplicative or additive as
-            each model was built) and how often each cell is repeated.
-        whitebox_attacks: eps-ball attacks of the white-box suite (``reference_attack`` is added if
-            missing). Models with step activations
-            also get ``pgd_smoothed`` (PGD on the sigmoid stand-in, scored on the real model) and
-            every registered ``surrogate`` attack (``lr_pgd``: PGD on the likelihood-ratio input gradient).
-        minimal_attacks: minimal-perturbation attacks (one row per model, no eps), with PASS
-            (default: every registered ``minimal`` attack).
-        corruptions: corruptions of the corruption suite (default: every registered one).
-        pass_limit: successful examples per row whose PASS is computed (0: none).
-        abstain_alpha: level of the randomized-smoothing abstention rows in the voting suite
-            (``None``: no abstention rows).
-        distortion_stddevs, distortion_per_class, distortion_draws: BANG's random-distortion test.
-        votes: noisy passes voted on for every prediction of a model whose inference noise is on
-            (the prediction under attack is the voted one), in every suite; the voting suite's own
-            grid is ``votes_list``.
-        step_size: per-step size of iterative attacks (default ``2.5 * eps / steps``); the
-            noisy-inference paper's transfer setting is eps 0.3, step 0.05, 20 steps, 20 restarts.
+        out: report folder; rows already there with the same settings are kept (a rerun resumes).
         infer_stddev: if set, turn inference noise of this stddev on in every evaluated model (its
             own kind, additive or multiplicative); sources stay noise-free.
-        reference_attack: the white-box suite's reference number (default ``autoattack``: APGD-CE
-            and APGD-T, Croce and Hein 2020; AutoAttack ``rand`` with ``eot`` draws for noisy models);
-            ``None`` for none.
-        apgd_steps, apgd_restarts: iterations and restarts of every APGD run (AutoAttack: 100, 1).
-        unbounded_eps: the reference attack also runs at this L-inf radius (1.0 covers the whole
-            [0, 1] box), where it must succeed on every point (a masking check); ``None`` skips it.
-        certify_sigmas, certify_n0, certify_n, certify_alpha, certify_radii, certify_max_points:
-            the ``certify`` suite (Cohen, Rosenfeld and Kolter 2019): Gaussian stddevs (input units),
-            selection and estimation samples, failure probability, L2 radii of the table (``None``:
-            17 from 0 to 4 sigma) and how many of the test points are certified.
         dataset: the name of the data set ``x`` comes from; a model trained on another one is
             refused unless ``allow_dataset_mismatch`` (a model whose input shape differs always is).
+        **settings: any field of :class:`evaluation.suites.SuiteSettings` (``eps_list``,
+            ``whitebox_attacks``, ``stddevs``, ``certify_sigmas``, ...), which holds their defaults.
     """
-    _check_inputs(x, y, eps_list, stddevs, votes_list, infer_stddev,
-                  {"steps": steps, "restarts": restarts, "eot": eot, "votes": votes, "vote_repeats": vote_repeats})
+    s = SuiteSettings(**settings)  # an unknown setting is a TypeError naming it
+    _check_inputs(x, y, s.eps_list, s.stddevs, s.votes_list, infer_stddev,
+                  {"steps": s.steps, "restarts": s.restarts, "eot": s.eot, "votes": s.votes,
+                   "vote_repeats": s.vote_repeats})
     if out is not None:
         _check_out(Path(out))
-    entries = [get_suite(name) for name in suites]  # unknown names: one line naming the choices
-    images = [e.name for e in entries if e.images]
-    if images and np.ndim(x) != 4:
-        raise UserInputError(f"suite {', '.join(repr(n) for n in images)} needs images [N, H, W, C], but the examples "
-                             f"have shape {tuple(np.shape(x)[1:])}; leave it out of --suite for this data set")
-    pixel_suites = sorted(e.name for e in entries if e.pixels)
-    if pixel_suites and (np.min(x) < 0 or np.max(x) > 1):
-        raise UserInputError(f"suites {', '.join(pixel_suites)} clip to [0, 1] pixels, but these inputs span "
-                             f"[{np.min(x):.3g}, {np.max(x):.3g}]; use --suite clean,voting for this data set")
-    settings = SuiteSettings(
-        sources=tuple(sources), eps_list=tuple(eps_list), whitebox_attacks=tuple(whitebox_attacks),
-        transfer_attacks=tuple(transfer_attacks),
-        minimal_attacks=tuple(list_attacks(kind="minimal") if minimal_attacks is None else minimal_attacks),
-        corruptions=tuple(list_corruptions() if corruptions is None else corruptions), steps=steps,
-        restarts=restarts, step_size=step_size, eot=eot, votes=votes, stddevs=tuple(stddevs),
-        votes_list=tuple(votes_list), vote_repeats=vote_repeats, abstain_alpha=abstain_alpha,
-        distortion_stddevs=tuple(distortion_stddevs), distortion_per_class=distortion_per_class,
-        distortion_draws=distortion_draws, pass_limit=pass_limit if np.ndim(x) == 4 else 0,  # PASS compares images
-        reference_attack=reference_attack or None, apgd_steps=apgd_steps, apgd_restarts=apgd_restarts,
-        unbounded_eps=unbounded_eps or None, certify_sigmas=tuple(certify_sigmas), certify_n0=certify_n0,
-        certify_n=certify_n, certify_alpha=certify_alpha,
-        certify_radii=tuple(certify_radii) if certify_radii is not None else None,
-        certify_max_points=certify_max_points, seed=seed)
-    for name in settings.corruptions:
-        get_corruption(name)
-    if settings.reference_attack:
-        get_attack(settings.reference_attack)
-    if not (apgd_steps >= 1 and apgd_restarts >= 1):
-        raise UserInputError(f"APGD needs steps and restarts >= 1, got {apgd_steps} and {apgd_restarts}")
-    if "certify" in suites:
-        if not (certify_sigmas and all(sg > 0 for sg in certify_sigmas)):
-            raise UserInputError(f"certify sigmas must be > 0, got {list(certify_sigmas)}")
-        if not (certify_n0 >= 1 and certify_n >= 1 and certify_max_points >= 1 and 0 < certify_alpha < 1):
-            raise UserInputError("certify needs n0, n and max points >= 1 and alpha in (0, 1); got "
-                                 f"{certify_n0}, {certify_n}, {certify_max_points} and {certify_alpha}")
-        if certify_radii is not None and any(not r >= 0 for r in certify_radii):
-            raise UserInputError(f"certify radii must be >= 0, got {list(certify_radii)}")
+    _check_suites([get_suite(name) for name in suites], x)  # unknown names: one line naming the choices
+    settings = SuiteSettings.make(suites, images=np.ndim(x) == 4, **settings)
+    sources = settings.sources
     model_dirs = [str(model_path(d, log)) for d in model_dirs]  # a folder or a pretrained name, verified
     sources = [str(model_path(d, log)) for d in sources]
     _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)

@@ -19,18 +19,19 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from evaluation.attacks import attack, blank_gradient_fraction, flat_probe_fraction, list_attacks, logits_fn
-from evaluation.corruptions import corrupt, get_corruption, mean_corruption_accuracy
+from evaluation.attacks import attack, blank_gradient_fraction, flat_probe_fraction, get_attack, list_attacks, logits_fn
+from evaluation.corruptions import corrupt, get_corruption, list_corruptions, mean_corruption_accuracy
 from evaluation.distortion import changed_fraction, common_correct
 from evaluation.metrics import accuracy_row
 from evaluation.pass_score import mean_pass
 from evaluation.surrogate import has_step_activations, smoothed_model
+from zoo.errors import UserInputError
 from zoo.export import load_model
 from zoo.noise import noise_settings, restart_noise
 from zoo.registry import Registry
@@ -45,7 +46,42 @@ MEAN_ALL = "mean (all)"  # the same mean over every corruption that ran
 
 @dataclasses.dataclass(frozen=True)
 class SuiteSettings:
-    """The knobs of :func:`evaluation.harness.evaluate` (see its docstring); one object, shared by every suite."""
+    """Every setting of the suites, with its default: the one place they live. ``evaluate(...,
+    **settings)`` takes any of these fields by name; :meth:`make` completes and checks them.
+
+    Attributes:
+        sources: exports that make transfer attacks (default: the evaluated models themselves).
+        eps_list: L-inf radii (pixel units) for the attack suites.
+        whitebox_attacks: eps-ball attacks of the white-box suite (``reference_attack`` is added if
+            missing). Models with step activations also get ``pgd_smoothed`` (PGD on the sigmoid
+            stand-in, scored on the real model) and every registered ``surrogate`` attack
+            (``lr_pgd``: PGD on the likelihood-ratio input gradient).
+        reference_attack: the white-box suite's reference number (``autoattack``: APGD-CE and APGD-T,
+            Croce and Hein 2020; AutoAttack ``rand`` with ``eot`` draws for noisy models); ``None``: none.
+        apgd_steps, apgd_restarts: iterations and restarts of every APGD run (AutoAttack: 100, 1).
+        unbounded_eps: the reference attack also runs at this L-inf radius (1.0 covers the whole
+            [0, 1] box), where it must succeed on every point (a masking check); ``None`` skips it.
+        transfer_attacks: attacks the sources make.
+        minimal_attacks: minimal-perturbation attacks (one row per model, no eps), with PASS
+            (``None``: every registered ``minimal`` attack).
+        corruptions: corruptions of the corruption suite (``None``: every registered one).
+        steps, restarts, step_size: iterative attacks (step default ``2.5 * eps / steps``; Qin and
+            Vucinic 2018's transfer setting is eps 0.3, step 0.05, 20 steps, 20 restarts).
+        eot: noise draws per gradient for models with inference noise (white-box only).
+        votes: noisy passes voted on for every prediction of a model whose inference noise is on
+            (the prediction under attack is the voted one), in every suite.
+        stddevs, votes_list, vote_repeats: the voting suite's grid (multiplicative or additive as
+            each model was built) and how often each cell is repeated.
+        abstain_alpha: level of the randomized-smoothing abstention rows of the voting suite
+            (``None``: no abstention rows).
+        distortion_stddevs, distortion_per_class, distortion_draws: BANG's random-distortion test.
+        pass_limit: successful examples per row whose PASS is computed (0: none; images only).
+        certify_sigmas, certify_n0, certify_n, certify_alpha, certify_radii, certify_max_points:
+            the ``certify`` suite (Cohen, Rosenfeld and Kolter 2019): Gaussian stddevs (input units),
+            selection and estimation samples, failure probability, L2 radii of the table (``None``:
+            17 from 0 to 4 sigma) and how many of the test points are certified.
+        seed: seed of the attacks' random starts and of the noise.
+    """
 
     sources: tuple[str, ...] = ()
     eps_list: tuple[float, ...] = (0.1, 0.2, 0.3)
@@ -55,8 +91,8 @@ class SuiteSettings:
     apgd_restarts: int = 1
     unbounded_eps: float | None = 1.0  # the reference attack also runs here: it must reach 100% success
     transfer_attacks: tuple[str, ...] = ("fgsm", "pgd")
-    minimal_attacks: tuple[str, ...] = ("cw_l2", "hotcold")
-    corruptions: tuple[str, ...] = ()
+    minimal_attacks: tuple[str, ...] | None = None
+    corruptions: tuple[str, ...] | None = None
     steps: int = 20
     restarts: int = 1
     step_size: float | None = None
@@ -77,6 +113,43 @@ class SuiteSettings:
     certify_radii: tuple[float, ...] | None = None  # None: 17 radii from 0 to 4 sigma
     certify_max_points: int = 500
     seed: int = 0
+
+    @classmethod
+    def make(cls, suites: Sequence[str] = (), images: bool = True, **given) -> SuiteSettings:
+        """The settings ``given`` (field names; an unknown name is a ``TypeError``) over the defaults,
+        completed (sequences as tuples, every registered minimal attack and corruption where ``None``,
+        ``""`` and 0 as "none") and checked for the chosen ``suites``; PASS only on ``images``."""
+        s = cls(**given)
+        tup = lambda v: tuple(v) if v is not None else None  # noqa: E731
+        s = dataclasses.replace(
+            s, sources=tuple(s.sources), eps_list=tuple(s.eps_list), whitebox_attacks=tuple(s.whitebox_attacks),
+            transfer_attacks=tuple(s.transfer_attacks), stddevs=tuple(s.stddevs), votes_list=tuple(s.votes_list),
+            distortion_stddevs=tuple(s.distortion_stddevs), certify_sigmas=tuple(s.certify_sigmas),
+            certify_radii=tup(s.certify_radii), reference_attack=s.reference_attack or None,
+            unbounded_eps=s.unbounded_eps or None, pass_limit=s.pass_limit if images else 0,
+            minimal_attacks=tuple(list_attacks(kind="minimal") if s.minimal_attacks is None else s.minimal_attacks),
+            corruptions=tuple(list_corruptions() if s.corruptions is None else s.corruptions))
+        s.check(suites)
+        return s
+
+    def check(self, suites: Sequence[str]) -> None:
+        """Refuse settings no suite can run with (one line each)."""
+        for name in self.corruptions:
+            get_corruption(name)
+        if self.reference_attack:
+            get_attack(self.reference_attack)
+        if not (self.apgd_steps >= 1 and self.apgd_restarts >= 1):
+            raise UserInputError(f"APGD needs steps and restarts >= 1, got {self.apgd_steps} and {self.apgd_restarts}")
+        if "certify" in suites:
+            if not (self.certify_sigmas and all(sg > 0 for sg in self.certify_sigmas)):
+                raise UserInputError(f"certify sigmas must be > 0, got {list(self.certify_sigmas)}")
+            if not (self.certify_n0 >= 1 and self.certify_n >= 1 and self.certify_max_points >= 1
+                    and 0 < self.certify_alpha < 1):
+                raise UserInputError("certify needs n0, n and max points >= 1 and alpha in (0, 1); got "
+                                     f"{self.certify_n0}, {self.certify_n}, {self.certify_max_points} and "
+                                     f"{self.certify_alpha}")
+            if self.certify_radii is not None and any(not r >= 0 for r in self.certify_radii):
+                raise UserInputError(f"certify radii must be >= 0, got {list(self.certify_radii)}")
 
 
 @dataclasses.dataclass

@@ -158,11 +158,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="glrzoo", description="Robust, brain-like neural networks: "
-                                     "likelihood-ratio training, noisy inference with voting, BANG, evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model and export it")
     add_train_flags(p)
     add_data_flags(p)
@@ -174,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing export (only once the new one is complete)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
 
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="train one model per training noise stddev (noise-injection sweep)")
     add_train_flags(p)
     add_data_flags(p)
@@ -185,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing exports (each once its new one is complete)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="attack, corrupt and vote on exported models; write report.json/md")
     p.add_argument("models", nargs="+", help="exported model directories")
     p.add_argument("--dataset", default="digits", help="data set to evaluate on ('glrzoo datasets')")
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated L2 radii of the table (default: 17 from 0 to 4 sigma)")
     g.add_argument("--certify-max-points", type=_positive_int, default=500, help="test points certified")
 
+
+def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="keras-tuner search over a training recipe; exports the best model")
     p.add_argument("--model", required=True, help="registered model name ('glrzoo models')")
     p.add_argument("--method", default="bp", choices=methods(),
@@ -258,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory of the best model; the search state goes to OUT.tuning/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export and search state")
 
+
+def _add_recalibrate_bn(sub) -> None:
     p = sub.add_parser("recalibrate-bn", help="recompute an export's batch-norm statistics on training data "
                                               "under a chosen inference noise; export the result")
     p.add_argument("export", help="exported model directory")
@@ -270,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory for the recalibrated model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export at --out")
 
+
+def _add_pretrained(sub) -> None:
     p = sub.add_parser("pretrained", help="list, show, verify or document the pretrained models")
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "verify", "readme", "index"],
                    help="list the installed models; show or verify NAME (downloaded into the cache from "
@@ -280,20 +286,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="pretrained folder (default: $GLRZOO_PRETRAINED_DIR, else the "
                                                 "installed models, else the repository's saved_models/)")
 
+
+def _add_serve_config(sub) -> None:
     p = sub.add_parser("serve-config", help="write a TF Serving models.config for every export under a folder")
     p.add_argument("root", help="folder holding exports (e.g. saved_models)")
     p.add_argument("--out", default=None, help="file to write (default: ROOT/models.config)")
     p.add_argument("--base", default=None, help="base_path prefix as the server sees it, e.g. /models in the container")
     p.add_argument("--policy", default="latest", choices=["latest", "all", "specific"], help="model_version_policy")
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train, export, evaluate and report on the bundled digits (a few minutes)")
     p.add_argument("--out", default="demo_out", help="directory for the exported models and the report")
     p.add_argument("--quick", action="store_true", help="fewer epochs and votes (for smoke tests)")
 
+
+def _add_models(sub) -> None:
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern of the names to list")
+
+
+def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="list the data sets and where they load from")
     add_data_flags(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="glrzoo", description="Robust, brain-like neural networks: "
+                                     "likelihood-ratio training, noisy inference with voting, BANG, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_train(sub)
+    _add_sweep(sub)
+    _add_evaluate(sub)
+    _add_tune(sub)
+    _add_recalibrate_bn(sub)
+    _add_pretrained(sub)
+    _add_serve_config(sub)
+    _add_demo(sub)
+    _add_models(sub)
+    _add_datasets(sub)
     return parser
 
 

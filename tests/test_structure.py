@@ -54,3 +54,16 @@ def test_no_file_level_import_cycle():
     # a package's __init__ re-exporting its modules is not a cycle of those modules
     real = [c for c in cycles if not any(x in PACKAGES for x in c)]
     assert not real, f"import cycles: {real}"
+
+
+def test_no_function_over_80_lines():
+    """Long functions doing several jobs are split (benchmarks excepted)."""
+    long = []
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 80:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long

@@ -299,19 +299,10 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         return _train(config, data, argv, callbacks, command, strategy)
 
 
-def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, callbacks: list | None,
-           command: str | None, strategy: tf.distribute.Strategy | None) -> dict:
-    estimator = create_estimator(config.method, loss=config.loss, **config.method_args)
-    out = Path(config.out) if config.out else None
-    ckpt = out / CHECKPOINTS if out else None
-    if out is None and config.resume:
-        raise UserInputError("--resume needs --out (the folder of the run to continue)")
-    run_log, changed = _check_out(config, out, ckpt) if out is not None else (None, {})
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir, config.download)
-    data = data.subset(config.train_limit, config.test_limit)
-
-    keras.utils.set_random_seed(config.seed)
+def _build_trainer(config: TrainConfig, data: Dataset, estimator, strategy) -> tuple:
+    """``(model, trainer, estimator, transforms, init record)``: the network (with ``--init-from``
+    weights), the estimator and batch transforms of the adversarial and noise settings, and the
+    compiled, built :class:`Trainer` (inside ``strategy``'s scope)."""
     with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
         model = build_model(config, data)
         init = initialize_from(model, config.init_from) if config.init_from else None
@@ -333,8 +324,14 @@ def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, ca
         step = trainer.train_step
         trainer.train_step = lambda batch: {k: tf.reshape(v, [1]) for k, v in step(batch).items()}
 
-    start_epoch = restore_checkpoint(trainer, ckpt) if (ckpt is not None and config.resume) else 0
-    chief = _is_chief(strategy)
+    return model, trainer, estimator, transforms, init
+
+
+def _callbacks(config: TrainConfig, model, data: Dataset, ckpt: Path | None, run_log: dict | None, changed: dict,
+               start_epoch: int, callbacks: list | None) -> tuple[list, object, dict | None]:
+    """``(callbacks, fgsm_rs guard or None, run log)``: the user's callbacks, the divergence guard
+    (right before each epoch is saved), the checkpoint, the recipe and the run log (this part
+    appended) when there is an ``--out``, and the fgsm_rs overfitting guard."""
     callbacks = [*(callbacks or []), DivergenceGuard()]  # the guard checks each epoch right before it is saved
     if ckpt is not None:
         if not config.resume and ckpt.exists():  # --overwrite: our own stale run state; an old export stays
@@ -355,30 +352,27 @@ def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, ca
         guard = OverfittingGuard(model, data.x_train[:PROBE_EXAMPLES], data.y_train[:PROBE_EXAMPLES],
                                  config.adversarial["eps"], seed=config.seed, state_dir=ckpt)
         callbacks.append(guard)
-    ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)
-    t0 = time.time()
-    history = {}
-    if start_epoch < config.epochs:
-        try:
-            history = trainer.fit(ds, epochs=config.epochs, steps_per_epoch=steps, initial_epoch=start_epoch,
-                                  callbacks=callbacks, verbose=config.verbose, shuffle=False).history
-        except TrainingDiverged as e:
-            raise TrainingDiverged(_diverged_message(e, ckpt, out, config)) from None
-    train_seconds = time.time() - t0
-    parts = (run_log or {}).get("parts") or [{"start_epoch": 0, "end_epoch": config.epochs}]
-    stopped = guard.stopped_epoch if guard is not None else None
-    parts[-1].update(end_epoch=config.epochs if stopped is None else stopped + 1, seconds=round(train_seconds, 2))
-    total_seconds = sum(float(p.get("seconds", 0.0)) for p in parts)
+    return callbacks, guard, run_log
 
+
+def _metrics(config: TrainConfig, model, data: Dataset, seconds: float, history: dict, stopped) -> dict:
+    """Noise-free test accuracy (and one noisy pass's when inference noise is on), training time, epochs."""
     metrics = {"test_accuracy": evaluate_accuracy(model, data.x_test, data.y_test),
-               "train_seconds": round(total_seconds, 2),
+               "train_seconds": round(seconds, 2),
                "epochs_run": config.epochs if stopped is None else stopped + 1,
                "final_train_loss": float(history["loss"][-1]) if history.get("loss") else None}
     if config.infer_stddev > 0:
         from zoo.voting import vote_predict
         pred = vote_predict(model, data.x_test, 1).numpy()
         metrics["test_accuracy_noisy"] = float(np.mean(pred == data.y_test))
-    meta = {
+    return metrics
+
+
+def _metadata(config: TrainConfig, model, data: Dataset, estimator, transforms, parts: list, init, guard,
+              metrics: dict, command: str | None, argv: list[str] | None) -> dict:
+    """The export's ``metadata.json``: architecture, data set, training (the recipe and how the run
+    went), metrics, versions and the command that reproduces it."""
+    return {
         "schema": 1,
         "architecture": {"name": config.model, "args": _jsonable(zoo.model_arguments(config.model, **_model_overrides(config))),
                          "input_shape": list(data.input_shape), "num_classes": data.num_classes,
@@ -400,6 +394,43 @@ def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, ca
         "command": command or (" ".join(["glrzoo", *portable_argv(argv)]) if argv is not None else None),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, callbacks: list | None,
+           command: str | None, strategy: tf.distribute.Strategy | None) -> dict:
+    estimator = create_estimator(config.method, loss=config.loss, **config.method_args)
+    out = Path(config.out) if config.out else None
+    ckpt = out / CHECKPOINTS if out else None
+    if out is None and config.resume:
+        raise UserInputError("--resume needs --out (the folder of the run to continue)")
+    run_log, changed = _check_out(config, out, ckpt) if out is not None else (None, {})
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir, config.download)
+    data = data.subset(config.train_limit, config.test_limit)
+
+    keras.utils.set_random_seed(config.seed)
+    model, trainer, estimator, transforms, init = _build_trainer(config, data, estimator, strategy)
+
+    start_epoch = restore_checkpoint(trainer, ckpt) if (ckpt is not None and config.resume) else 0
+    chief = _is_chief(strategy)
+    callbacks, guard, run_log = _callbacks(config, model, data, ckpt, run_log, changed, start_epoch, callbacks)
+    ds, steps = epoch_dataset(data.x_train, data.y_train, config.batch_size, config.seed, start_epoch, config.epochs)
+    t0 = time.time()
+    history = {}
+    if start_epoch < config.epochs:
+        try:
+            history = trainer.fit(ds, epochs=config.epochs, steps_per_epoch=steps, initial_epoch=start_epoch,
+                                  callbacks=callbacks, verbose=config.verbose, shuffle=False).history
+        except TrainingDiverged as e:
+            raise TrainingDiverged(_diverged_message(e, ckpt, out, config)) from None
+    train_seconds = time.time() - t0
+    parts = (run_log or {}).get("parts") or [{"start_epoch": 0, "end_epoch": config.epochs}]
+    stopped = guard.stopped_epoch if guard is not None else None
+    parts[-1].update(end_epoch=config.epochs if stopped is None else stopped + 1, seconds=round(train_seconds, 2))
+    total_seconds = sum(float(p.get("seconds", 0.0)) for p in parts)
+
+    metrics = _metrics(config, model, data, total_seconds, history, stopped)
+    meta = _metadata(config, model, data, estimator, transforms, parts, init, guard, metrics, command, argv)
     if out is not None and chief:
         export_model(model, out, meta, overwrite=True, value_range=data.value_range)
     meta["model"] = model
