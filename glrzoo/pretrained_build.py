@@ -289,3 +289,17 @@ def build(root: str | Path, names: list[str] | None = None, *, retrain: bool = F
 
 __all__ = ["GLR_TABLE", "RECIPES", "Recipe", "build", "evaluate_export", "headline", "recipe_command", "recipe_config",
            "substitute_export", "train_flags", "train_recipe"]
+
+
+def certified_block(rows: list[dict], command: str) -> dict:
+    """The ``evaluation.certified`` record of a model from its ``certify`` suite rows (Cohen, Rosenfeld
+    and Kolter 2019): the smoothing stddev, the sampling settings, the points and the certified
+    accuracy (with its 95% Wilson interval) at each L2 radius, and the command that measured them."""
+    cert = sorted((r for r in rows if r.get("suite") == "certify"), key=lambda r: r["radius"])
+    if not cert:
+        raise UserInputError("no certify rows: run 'glrzoo evaluate ... --suite certify' first")
+    first = cert[0]
+    return {"norm": "L2", "sigma": first["sigma"], "n0": first["n0"], "n": first["samples"], "alpha": first["alpha"],
+            "points": first["n"], "clean_smoothed_accuracy": first["clean_smoothed_accuracy"],
+            "certified_accuracy": {f"{r['radius']:g}": r["accuracy"] for r in cert},
+            "ci95": {f"{r['radius']:g}": r["ci95"] for r in cert}, "command": command}
