@@ -82,7 +82,8 @@ def record(name: str, h: dict, fb: dict, n: int, eps_list) -> None:
     ev["whitebox"] = {"norm": "Linf", "eps": eps, "n": n,
                       "accuracy": {"fgsm": h["fgsm"][eps], "pgd": h["pgd20"][eps], "autoattack": h["autoattack"][eps]},
                       "independent": {"foolbox_pgd40": fb["pgd"][eps]},
-                      "command": f"python benchmarks/bench_crosscheck.py --models {name} --n {n} --record"}
+                      "command": f"python benchmarks/bench_crosscheck.py --models {name} --n {n} "
+                                 f"--eps {','.join(f'{e:g}' for e in eps_list)} --record"}
     ev["suites"] = sorted(set(ev.get("suites") or []) | {"whitebox"})
     ev["masking_flags"] = sorted(set(ev.get("masking_flags") or []) | set(h["flags"]))
     update_metadata(path, evaluation=ev)

@@ -262,6 +262,13 @@ def evaluate_export(name: str, root: str | Path, n: int, work: str | Path, data_
                "voting": "noise of the model's kind (additive or multiplicative) at stddev s",
                "headline": headline(result["rows"], name_in_rows),
                "masking_flags": result["flags"].get(name_in_rows, [])}
+    old = meta.get("evaluation") or {}
+    for key in ("whitebox", "certified"):  # recorded by other measurements of the same export: kept
+        if key in old:
+            summary[key] = old[key]
+    if "whitebox" in old:  # the white-box audit's suite and flags stay with its record
+        summary["suites"] = sorted(set(summary["suites"]) | {"whitebox"})
+        summary["masking_flags"] = sorted(set(summary["masking_flags"]) | set(old.get("masking_flags") or []))
     update_metadata(path, evaluation=summary)
     return summary
 
