@@ -103,11 +103,8 @@ def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", d
     if kind not in KINDS or gradient not in GRADIENTS:
         raise ValueError(f"attack {name!r}: kind must be one of {KINDS} and gradient one of {GRADIENTS}")
 
-    def decorator(run):
-        doc = description or (inspect.getdoc(run) or name).splitlines()[0]
-        ATTACKS.add(name, AttackEntry(name, run, kind, gradient, doc, single_step))
-        return run
-    return decorator
+    return ATTACKS.decorator(name, lambda run: AttackEntry(
+        name, run, kind, gradient, description or (inspect.getdoc(run) or name).splitlines()[0], single_step))
 
 
 def list_attacks(pattern: str = "*", *, kind: str | None = None, gradient: str | None = None) -> list[str]:

@@ -208,9 +208,15 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
     _check_suites([get_suite(name) for name in suites], x)  # unknown names: one line naming the choices
     settings = SuiteSettings.make(suites, images=np.ndim(x) == 4, **settings)
     sources = settings.sources
-    model_dirs = [str(model_path(d, log)) for d in model_dirs]  # a folder or a pretrained name, verified
-    sources = [str(model_path(d, log)) for d in sources]
+    # a folder or a pretrained name; the checksums are verified once, below (load_model, verify_export)
+    model_dirs = [str(model_path(d, log, verify=False)) for d in model_dirs]
+    sources = [str(model_path(d, log, verify=False)) for d in sources]
     _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)
+    inside = next((m for m in model_dirs if out is not None and Path(out).resolve().is_relative_to(Path(m).resolve())),
+                  None)
+    if inside is not None:
+        raise UserInputError(f"--out {out} is inside the model {inside}, whose files are checksummed; "
+                             "write the report elsewhere")
     models = {Path(d).name: load_model(d) for d in model_dirs}  # verifies each export's checksums
     for d in sources:  # sources too, before any row is made
         if Path(d).name not in models:

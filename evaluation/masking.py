@@ -66,10 +66,7 @@ class MaskingRule:
 
 def register_masking_rule(name: str, description: str) -> Callable:
     """Decorator: ``check(m: ModelRows) -> flag text or None`` becomes the audit's rule ``name``."""
-    def decorator(check):
-        RULES.add(name, MaskingRule(name, check, description))
-        return check
-    return decorator
+    return RULES.decorator(name, lambda check: MaskingRule(name, check, description))
 
 
 @register_masking_rule("blank_gradients", "some inputs have an exactly zero loss gradient (shattered gradients)")

@@ -211,10 +211,7 @@ SUITES = Registry("suite", package="evaluation", unknown="unknown suite {name!r}
 
 def register_suite(name: str, *, note: str = "", pixels: bool = False, images: bool = False, blackbox: bool = False):
     """Decorator: register ``fn(ctx: SuiteContext) -> None`` as suite ``name`` (see the module docstring)."""
-    def decorator(fn):
-        SUITES.add(name, SuiteEntry(name, fn, note, pixels, images, blackbox))
-        return fn
-    return decorator
+    return SUITES.decorator(name, lambda fn: SuiteEntry(name, fn, note, pixels, images, blackbox))
 
 
 def list_suites(pattern: str = "*") -> list[str]:

@@ -46,9 +46,6 @@ from zoo.pretrained import model_path
 from zoo.registry import get_entry, list_models
 from zoo.serving import write_models_config
 
-_finite, _stddev, _positive, _positive_int, _json_dict = finite, non_negative, positive, positive_int, json_object
-
-
 RECIPE_NOTE = "the recipe's, else "  # flags a training recipe may fill (training.recipes)
 
 
@@ -111,13 +108,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                         "start (Wong, Rice and Kolter 2020), stopped when PGD accuracy on 512 training examples "
                         "collapses; trades: backprop of CE + beta * KL(f(x) || f(x')), x' from PGD on the KL "
                         "(Zhang et al. 2019) (default: the recipe's, else off)")
-    g.add_argument("--adv-eps", type=_stddev, default=None, help=_recipe_help("L-inf radius in pixel units [0, 1]", a["eps"]))
-    g.add_argument("--adv-step", type=_positive, default=None, help=_recipe_help("PGD step", a["step"]))
-    g.add_argument("--adv-iters", type=_positive_int, default=None, help=_recipe_help("PGD iterations", a["iterations"]))
+    g.add_argument("--adv-eps", type=non_negative, default=None,
+                   help=_recipe_help("L-inf radius in pixel units [0, 1]", a["eps"]))
+    g.add_argument("--adv-step", type=positive, default=None, help=_recipe_help("PGD step", a["step"]))
+    g.add_argument("--adv-iters", type=positive_int, default=None, help=_recipe_help("PGD iterations", a["iterations"]))
     g.add_argument("--adv-no-random-start", action="store_true", help="start PGD at the clean input, not a random point")
-    g.add_argument("--adv-ramp-epochs", type=_stddev, default=None,
+    g.add_argument("--adv-ramp-epochs", type=non_negative, default=None,
                    help=_recipe_help("epochs over which eps and the step grow linearly from 0 (an eps ramp)", 0))
-    g.add_argument("--trades-beta", type=_stddev, default=None,
+    g.add_argument("--trades-beta", type=non_negative, default=None,
                    help=_recipe_help("weight of the KL term of --adversarial trades", TRADES_DEFAULTS["beta"]))
 
 
@@ -201,36 +199,36 @@ def _add_evaluate(sub) -> None:
                    help="minimal-perturbation attacks ('' for none)")
     p.add_argument("--corruptions", default=",".join(list_corruptions()),
                    help="corruptions of the corruption suite (default: every registered one)")
-    p.add_argument("--steps", type=_positive_int, default=20, help="iterations of iterative attacks")
-    p.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts")
-    p.add_argument("--step-size", type=_positive, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
-    p.add_argument("--infer-stddev", type=_stddev, default=None,
+    p.add_argument("--steps", type=positive_int, default=20, help="iterations of iterative attacks")
+    p.add_argument("--restarts", type=positive_int, default=1, help="PGD random restarts")
+    p.add_argument("--step-size", type=positive, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
+    p.add_argument("--infer-stddev", type=non_negative, default=None,
                    help="turn inference noise of this stddev on in every evaluated model (sources stay clean)")
-    p.add_argument("--predict-votes", type=_positive_int, default=20,
+    p.add_argument("--predict-votes", type=positive_int, default=20,
                    help="noisy passes voted on for every prediction of a model with inference noise")
-    p.add_argument("--eot", type=_positive_int, default=20, help="noise draws per gradient for noisy models")
+    p.add_argument("--eot", type=positive_int, default=20, help="noise draws per gradient for noisy models")
     p.add_argument("--stddevs", default="0,0.2,0.4,0.6,0.8,1.0", help="inference stddevs of the voting grid")
     p.add_argument("--votes", default="1,5,10,20", help="vote counts of the voting grid")
-    p.add_argument("--abstain-alpha", type=_finite, default=0.05,
+    p.add_argument("--abstain-alpha", type=finite, default=0.05,
                    help="level of the randomized-smoothing abstention test (0 turns it off)")
-    p.add_argument("--n", type=_positive_int, default=500, help="test examples")
+    p.add_argument("--n", type=positive_int, default=500, help="test examples")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts and the noise")
     p.add_argument("--out", required=True, help="report directory")
     g = p.add_argument_group("reference white-box attack (AutoAttack, Croce and Hein 2020)")
     g.add_argument("--reference-attack", default="autoattack",
                    help="always in the whitebox suite, at every --eps and --unbounded-eps ('' for none)")
-    g.add_argument("--apgd-steps", type=_positive_int, default=100, help="iterations of every APGD run")
-    g.add_argument("--apgd-restarts", type=_positive_int, default=1, help="restarts of every APGD run")
-    g.add_argument("--unbounded-eps", type=_stddev, default=1.0,
+    g.add_argument("--apgd-steps", type=positive_int, default=100, help="iterations of every APGD run")
+    g.add_argument("--apgd-restarts", type=positive_int, default=1, help="restarts of every APGD run")
+    g.add_argument("--unbounded-eps", type=non_negative, default=1.0,
                    help="the reference attack also runs at this L-inf radius and must reach 100%% success (0: skip)")
     g = p.add_argument_group("certify suite (Gaussian smoothing, Cohen, Rosenfeld and Kolter 2019)")
     g.add_argument("--certify-sigmas", default="0.25", help="comma-separated noise stddevs, input units")
-    g.add_argument("--certify-n0", type=_positive_int, default=100, help="samples that pick the class")
-    g.add_argument("--certify-n", type=_positive_int, default=10_000, help="samples that estimate its probability")
-    g.add_argument("--certify-alpha", type=_finite, default=0.001, help="failure probability of each certificate")
+    g.add_argument("--certify-n0", type=positive_int, default=100, help="samples that pick the class")
+    g.add_argument("--certify-n", type=positive_int, default=10_000, help="samples that estimate its probability")
+    g.add_argument("--certify-alpha", type=finite, default=0.001, help="failure probability of each certificate")
     g.add_argument("--certify-radii", default=None,
                    help="comma-separated L2 radii of the table (default: 17 from 0 to 4 sigma)")
-    g.add_argument("--certify-max-points", type=_positive_int, default=500, help="test points certified")
+    g.add_argument("--certify-max-points", type=positive_int, default=500, help="test points certified")
 
 
 def _add_tune(sub) -> None:
@@ -240,19 +238,19 @@ def _add_tune(sub) -> None:
                    help="a registered estimator, or adv (backprop + PGD adversarial training)")
     p.add_argument("--objective", default="val_robust",
                    help="val_accuracy, val_noisy_vote, val_transfer or val_robust (mean of the three)")
-    p.add_argument("--max-trials", type=_positive_int, default=10, help="trials of the search")
+    p.add_argument("--max-trials", type=positive_int, default=10, help="trials of the search")
     p.add_argument("--dataset", default="digits", help="data set name ('glrzoo datasets')")
     add_data_flags(p)
-    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per trial and for the final model")
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per optimizer step")
+    p.add_argument("--epochs", type=positive_int, default=3, help="epochs per trial and for the final model")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="examples per optimizer step")
     p.add_argument("--activation", default=None, help="hidden activation (default: the model's own)")
-    p.add_argument("--model-args", type=_json_dict, default={}, help="JSON object of builder overrides")
-    p.add_argument("--train-limit", type=_positive_int, default=None,
+    p.add_argument("--model-args", type=json_object, default={}, help="JSON object of builder overrides")
+    p.add_argument("--train-limit", type=positive_int, default=None,
                    help="use only the first N training examples (default: all)")
-    p.add_argument("--validation", type=_finite, default=0.2, help="share of the training split used for objectives")
-    p.add_argument("--objective-stddev", type=_stddev, default=0.5, help="inference noise of val_noisy_vote")
-    p.add_argument("--objective-votes", type=_positive_int, default=10, help="votes of val_noisy_vote")
-    p.add_argument("--objective-eps", type=_stddev, default=0.1, help="FGSM eps of val_transfer")
+    p.add_argument("--validation", type=finite, default=0.2, help="share of the training split used for objectives")
+    p.add_argument("--objective-stddev", type=non_negative, default=0.5, help="inference noise of val_noisy_vote")
+    p.add_argument("--objective-votes", type=positive_int, default=10, help="votes of val_noisy_vote")
+    p.add_argument("--objective-eps", type=non_negative, default=0.1, help="FGSM eps of val_transfer")
     p.add_argument("--seed", type=int, default=0, help="seed of the search and of every trial")
     p.add_argument("--init-from", default=None, metavar="EXPORT",
                    help="every trial (and the final model) starts from the weights of this export folder or "
@@ -267,10 +265,10 @@ def _add_recalibrate_bn(sub) -> None:
     p.add_argument("export", help="exported model directory")
     p.add_argument("--dataset", default=None, help="data set to read (default: the one the export was trained on)")
     add_data_flags(p)
-    p.add_argument("--stddev", type=_stddev, default=0.0,
+    p.add_argument("--stddev", type=non_negative, default=0.0,
                    help="inference noise stddev the statistics are collected under (0: noise-free inference)")
-    p.add_argument("--examples", type=_positive_int, default=20000, help="first N training examples to pass")
-    p.add_argument("--batch-size", type=_positive_int, default=500, help="examples per pass")
+    p.add_argument("--examples", type=positive_int, default=20000, help="first N training examples to pass")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="examples per pass")
     p.add_argument("--out", required=True, help="export directory for the recalibrated model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export at --out")
 
@@ -432,12 +430,8 @@ def cmd_evaluate(args) -> int:
         raise UserInputError(f"--predict-votes must be <= {MAX_VOTES} and --eot <= {MAX_VOTES * 10}")
     if args.infer_stddev is not None and args.infer_stddev > MAX_STDDEV:
         raise UserInputError(f"--infer-stddev must be <= {MAX_STDDEV}, got {args.infer_stddev}")
-    args.models = [str(model_path(m, log=_note)) for m in args.models]  # folders or pretrained names
-    report = Path(args.out).resolve()
-    inside = next((m for m in args.models if report.is_relative_to(Path(m).resolve())), None)
-    if inside is not None:
-        raise UserInputError(f"--out {args.out} is inside the model {inside}, whose files are checksummed; "
-                             "write the report elsewhere")
+    # folders or pretrained names (which one was used goes to stderr); harness.evaluate verifies them
+    args.models = [str(model_path(m, log=_note, verify=False)) for m in args.models]
     data = load_dataset(args.dataset, args.data_dir, args.download)
     x, y = data.x_test[:args.n], data.y_test[:args.n]
     result = evaluate(args.models, x, y, suites=suites, sources=args.sources, out=args.out,

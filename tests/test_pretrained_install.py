@@ -195,19 +195,26 @@ print("OK", int(np.argmax(probs)))
 """
 
 
-@pytest.mark.large
-def test_wheel_carries_the_models_and_loads_outside_the_checkout(tmp_path):
+def _build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of the checkout, built offline with this environment's setuptools."""
     import setuptools
     if int(setuptools.__version__.split(".")[0]) < 77:
         pytest.fail(f"setuptools {setuptools.__version__} cannot build pyproject.toml (needs >= 77): run 'bash .ci/install'")
-    src, dist, site, elsewhere = (tmp_path / n for n in ("src", "dist", "site", "elsewhere"))
-    for d in (src, dist, elsewhere):
-        d.mkdir()
+    src, dist = tmp_path / "src", tmp_path / "dist"
+    src.mkdir()
+    dist.mkdir()
     _copy_checkout(src)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                             "-q", "-w", str(dist), str(src)], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    wheel = next(dist.glob("glrzoo-*.whl"))
+    return next(dist.glob("glrzoo-*.whl"))
+
+
+@pytest.mark.large
+def test_wheel_carries_the_models_and_loads_outside_the_checkout(tmp_path):
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for name in pretrained.list_pretrained(builtin_root()):
         assert f"zoo/saved_models/{name}/model.keras" in names and f"zoo/saved_models/{name}/metadata.json" in names
@@ -309,14 +316,9 @@ def test_pip_install_of_the_wheel_is_the_whole_install(tmp_path):
     sys.path.insert(0, str(REPO / "tests"))
     from helpers.serving_standin import Bundle, start_rest
 
-    src, dist, work = (tmp_path / n for n in ("src", "dist", "work"))
-    for d in (src, dist, work):
-        d.mkdir()
-    _copy_checkout(src)
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                            "-q", "-w", str(dist), str(src)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    wheel = next(dist.glob("glrzoo-*.whl"))
+    work = tmp_path / "work"
+    work.mkdir()
+    wheel = _build_wheel(tmp_path)
     venv.create(tmp_path / "venv", with_pip=True)
     py = tmp_path / "venv" / "bin" / "python"
     install = subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True,

@@ -31,19 +31,13 @@ class Factory:
 
 def register_optimizer(name: str, description: str) -> Callable:
     """Decorator: ``make(lr, weight_decay) -> keras.optimizers.Optimizer`` becomes ``--optimizer name``."""
-    def decorator(make):
-        OPTIMIZERS.add(name, Factory(name, make, description))
-        return make
-    return decorator
+    return OPTIMIZERS.decorator(name, lambda make: Factory(name, make, description))
 
 
 def register_schedule(name: str, description: str) -> Callable:
     """Decorator: ``make(lr, total_steps) -> float or LearningRateSchedule`` becomes ``--lr-schedule name``
     (``total_steps``: optimizer steps of the whole run)."""
-    def decorator(make):
-        SCHEDULES.add(name, Factory(name, make, description))
-        return make
-    return decorator
+    return SCHEDULES.decorator(name, lambda make: Factory(name, make, description))
 
 
 @keras.saving.register_keras_serializable(package="glrzoo")

@@ -140,9 +140,9 @@ class DivergenceGuard(keras.callbacks.Callback):
         if bad is not None:
             raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: {getattr(bad, 'path', bad.name)} "
                                    "holds non-finite values")
-        floats = [v for v in self.model.weights if "float" in str(v.dtype)]
-        big = max(floats, key=lambda v: float(np.max(np.abs(np.asarray(v)), initial=0.0)), default=None)
-        size = float(np.max(np.abs(np.asarray(big)), initial=0.0)) if big is not None else 0.0
+        sizes = [(float(np.max(np.abs(np.asarray(v)), initial=0.0)), v) for v in self.model.weights
+                 if "float" in str(v.dtype)]
+        size, big = max(sizes, key=lambda pair: pair[0], default=(0.0, None))
         if size > self.MAX_WEIGHT:
             raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: {getattr(big, 'path', big.name)} "
                                    f"holds a weight of magnitude {size:.3g} (> {self.MAX_WEIGHT:g})")

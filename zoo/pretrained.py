@@ -168,11 +168,12 @@ def is_model_name(text: str) -> bool:
     return isinstance(text, str) and all(NAME_PART.match(part) for part in text.split("/"))
 
 
-def model_path(spec: str | os.PathLike, log=None) -> Path:
+def model_path(spec: str | os.PathLike, log=None, verify: bool = True) -> Path:
     """The export a command or function was given: a folder holding an export, else a pretrained
     name (``mnist/cnn6_bp``: the local root, the cache, then a download), verified by every file's
-    sha256 before it is returned. A folder wins when both exist; ``log`` (e.g. ``print``) is told
-    which was used when it was a name or when both existed."""
+    sha256 before it is returned (``verify=False``: by a caller that loads it with
+    :func:`zoo.export.load_model`, which verifies). A folder wins when both exist; ``log`` (e.g.
+    ``print``) is told which was used when it was a name or when both existed."""
     path = Path(spec)
     text = str(spec)
     is_name = is_model_name(text)
@@ -180,7 +181,8 @@ def model_path(spec: str | os.PathLike, log=None) -> Path:
         root = pretrained_root()
         if log is not None and is_name and root.is_dir() and text in _exports_under(root):
             log(f"{text}: using the folder {path.resolve()}, not the pretrained model of the same name")
-        verify_export(path)
+        if verify:
+            verify_export(path)
         return path
     if not is_name:
         raise ExportError(f"no folder {text} (and it is not a pretrained model name); check the path "
@@ -189,7 +191,8 @@ def model_path(spec: str | os.PathLike, log=None) -> Path:
         found = resolve(text)
     except ExportError as e:
         raise type(e)(f"{text} is not a folder, and as a pretrained name: {e}") from None
-    verify_export(found)
+    if verify:
+        verify_export(found)
     if log is not None:
         log(f"{text}: pretrained model at {found}")
     return found

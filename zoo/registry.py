@@ -70,6 +70,14 @@ class Registry(dict):
         self[name] = entry
         return entry
 
+    def decorator(self, name: str, make_entry: Callable) -> Callable:
+        """A decorator registering ``make_entry(fn)`` under ``name`` and returning ``fn`` unchanged
+        (what each kind's ``register_*`` decorator is built from)."""
+        def wrap(fn):
+            self.add(name, make_entry(fn))
+            return fn
+        return wrap
+
     def load(self) -> None:
         """Import the package's modules (once), so that every entry is registered."""
         if self.package is not None:
@@ -106,12 +114,7 @@ def register_model(model_name: str, description: str, /, **defaults) -> Callable
     ``defaults`` are keyword arguments bound for this name (so one builder can back several
     presets, e.g. ``mlp`` and ``glr_mlp``).
     """
-
-    def wrap(builder):
-        MODELS.add(model_name, ModelEntry(model_name, builder, description, dict(defaults)))
-        return builder
-
-    return wrap
+    return MODELS.decorator(model_name, lambda builder: ModelEntry(model_name, builder, description, dict(defaults)))
 
 
 def list_models(pattern: str = "*") -> list[str]:
