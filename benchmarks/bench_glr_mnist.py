@@ -7,7 +7,7 @@
 
 The table's recipes (Xiao et al. 2020, section 3, and the authors' repository GLR_ADV): MLP 784-50-10,
 batch 128 (32 for threshold + 0-1 loss),
-AdaGrad/Adam as listed in RECIPES, weight decay 1e-4 where the authors used it, GLR noise Gaussian.
+AdaGrad/Adam as listed in PAPER_RECIPES, weight decay 1e-4 where the authors used it, GLR noise Gaussian.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ AUTHORS = {  # clean test accuracy (%) in Xiao et al. 2020, per data set
                       "glr_sigmoid_01": 58.68, "glr_threshold_01": 62.05},
 }
 
-RECIPES = {
+PAPER_RECIPES = {
     "bp_sigmoid_ce": dict(method="bp", activation="sigmoid", loss="ce", optimizer="adam", lr=1e-3, epochs=12),
     "glr_sigmoid_ce": dict(method="glr", activation="sigmoid", loss="ce", optimizer="adam", lr=3e-3, epochs=12,
                            method_args=dict(replications=10, sigma=1.0, baseline=True)),
@@ -106,10 +106,10 @@ def time_to_95(data, epochs: int = 30) -> None:
 
 
 def table(data, out: str | None, only: list[str] | None, dataset: str = "mnist") -> None:
-    """Train the five rows of RECIPES on `dataset` (same recipes for MNIST and Fashion-MNIST, as the
+    """Train the five rows of PAPER_RECIPES on `dataset` (same recipes for MNIST and Fashion-MNIST, as the
     authors did) and print each row's clean test accuracy beside the authors'."""
     results = {}
-    for name, recipe in RECIPES.items():
+    for name, recipe in PAPER_RECIPES.items():
         if only and name not in only:
             continue
         recipe = dict(recipe)

@@ -2,7 +2,7 @@
 
     python benchmarks/make_pretrained.py [--only NAME ...] [--retrain] [--n 1000]
 
-A thin script over :mod:`glrzoo.pretrained_build`, which holds the recipes (``RECIPES``) and the
+A thin script over :mod:`glrzoo.pretrained_build`, which holds the recipes (``PRETRAINED_RECIPES``) and the
 workflow. Every recipe is trained through ``training.run.train`` and exported; its metadata records
 the equivalent ``glrzoo train`` command (run from the repository root, it trains the same model).
 Then the evaluation harness measures every model on ``--n`` test points (clean; transfer FGSM/PGD
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import REPO, data_dir, peak_rss_mib
 
-from glrzoo.pretrained_build import GLR_TABLE, RECIPES, build, headline, substitute_export  # noqa: F401 (re-exported)
+from glrzoo.pretrained_build import GLR_TABLE, PRETRAINED_RECIPES, build, headline, substitute_export  # noqa: F401 (re-exported)
 
 ROOT = REPO / "saved_models"
 

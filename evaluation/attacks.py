@@ -44,13 +44,16 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from evaluation.options import NoSettings, integer, make, option, real
 from training.losses import logit_margin
 from zoo.errors import UserInputError
 from zoo.registry import Registry
 
 
 class AttackSettings(NamedTuple):
-    """The knobs every registered attack receives (most use a few)."""
+    """What every registered attack receives: the shared knobs (most attacks use a few) and
+    ``own``, an instance of the attack's own settings class (:class:`evaluation.options.NoSettings`
+    for an attack without any)."""
 
     eps: float
     order: float  # np.inf or 2
@@ -58,9 +61,7 @@ class AttackSettings(NamedTuple):
     step_size: float
     restarts: int
     seed: int
-    spsa_samples: int
-    spsa_delta: float
-    spsa_lr: float
+    own: object = NoSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,8 @@ class AttackEntry:
             ``"none"`` (queries only: the gradient-free suite runs these).
         single_step: one gradient step (FGSM); the masking audit expects every iterative attack
             to do at least as well (Carlini et al. 2019, checklist).
+        settings: the attack's own settings class (:mod:`evaluation.options`): its fields become
+            ``glrzoo evaluate`` flags and arrive as ``settings.own``.
     """
 
     name: str
@@ -85,6 +88,7 @@ class AttackEntry:
     gradient: str
     description: str
     single_step: bool = False
+    settings: type = NoSettings
 
 
 ATTACKS = Registry("attack", package="evaluation")
@@ -93,18 +97,20 @@ GRADIENTS = ("model", "surrogate", "none")
 
 
 def register_attack(name: str, *, kind: str = "ball", gradient: str = "model", description: str | None = None,
-                    single_step: bool = False):
+                    single_step: bool = False, settings: type = NoSettings):
     """Decorator: register ``run(fn, x, y, settings) -> adversarial x`` as attack ``name``.
 
     A new attack is one decorated function in any module of ``evaluation/``; it becomes a choice of
     ``--attacks`` and ``--transfer-attacks`` (``--minimal-attacks`` for ``kind="minimal"``), and a
-    gradient-free one (``gradient="none"``) joins the ``gradfree`` suite.
+    gradient-free one (``gradient="none"``) joins the ``gradfree`` suite. ``settings``: its own
+    settings class, whose fields become flags and arrive as ``settings.own``.
     """
     if kind not in KINDS or gradient not in GRADIENTS:
         raise ValueError(f"attack {name!r}: kind must be one of {KINDS} and gradient one of {GRADIENTS}")
 
     return ATTACKS.decorator(name, lambda run: AttackEntry(
-        name, run, kind, gradient, description or (inspect.getdoc(run) or name).splitlines()[0], single_step))
+        name, run, kind, gradient, description or (inspect.getdoc(run) or name).splitlines()[0], single_step,
+        settings))
 
 
 def list_attacks(pattern: str = "*", *, kind: str | None = None, gradient: str | None = None) -> list[str]:
@@ -156,8 +162,7 @@ def _norm(norm):
 
 
 def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 20, step_size: float | None = None,
-           restarts: int = 1, seed: int = 0, spsa_samples: int = 64, spsa_delta: float = 0.01,
-           spsa_lr: float = 0.01) -> tf.Tensor:
+           restarts: int = 1, seed: int = 0, options: object | None = None, **own) -> tf.Tensor:
     """Run the registered attack ``name`` against ``fn`` (``x -> logits``); returns adversarial ``x``.
 
     Args:
@@ -166,8 +171,11 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
         step_size: per-step size; default ``2.5 * eps / steps`` (Madry et al. 2018).
         restarts: PGD random restarts; per example the first restart that fools the model is
             kept (else the last).
+        options: an instance of the attack's settings class; else ``own`` (its fields by name,
+            e.g. ``spsa_samples=128``) over its defaults.
     """
     entry = get_attack(name)
+    options = options if options is not None else make(entry.settings, **own)
     if not eps >= 0:
         raise UserInputError(f"eps must be >= 0, got {eps}")
     x = tf.convert_to_tensor(x, tf.float32)
@@ -178,7 +186,7 @@ def attack(name: str, fn: Callable, x, y, eps: float, norm="inf", steps: int = 2
     step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     if eps == 0:
         return x
-    settings = AttackSettings(eps, _norm(norm), steps, step_size, restarts, seed, spsa_samples, spsa_delta, spsa_lr)
+    settings = AttackSettings(eps, _norm(norm), steps, step_size, restarts, seed, options)
     return entry.run(fn, x, y, settings)
 
 
@@ -223,9 +231,21 @@ def _cw_l2(fn, x, y, s: AttackSettings) -> tf.Tensor:
     return _keep_within(x, carlini_wagner_l2(fn, x.numpy(), y.numpy(), steps=max(s.steps, 10) * 5), s.eps, 2)
 
 
-@register_attack("spsa", gradient="none", description="gradient-free SPSA with Adam (Uesato et al. 2018)")
+@dataclasses.dataclass(frozen=True)
+class SpsaSettings:
+    """Gradient-free SPSA (Uesato, O'Donoghue, van den Oord and Kohli 2018): directions per step, probe size
+    and the Adam step of the perturbation."""
+
+    spsa_samples: int = option(64, "SPSA: Rademacher directions per example and step", **integer(1))
+    spsa_delta: float = option(0.01, "SPSA: finite-difference probe size (pixel units)", **real(0, above=True))
+    spsa_lr: float = option(0.01, "SPSA: Adam learning rate of the perturbation", **real(0, above=True))
+
+
+@register_attack("spsa", gradient="none", description="gradient-free SPSA with Adam (Uesato et al. 2018)",
+                 settings=SpsaSettings)
 def _spsa(fn, x, y, s: AttackSettings) -> tf.Tensor:
-    return spsa_linf(fn, x, y, s.eps, s.steps, s.spsa_samples, s.spsa_delta, s.spsa_lr, s.seed)
+    o = s.own
+    return spsa_linf(fn, x, y, s.eps, s.steps, o.spsa_samples, o.spsa_delta, o.spsa_lr, s.seed)
 
 
 @register_attack("lbfgs", description="box-constrained L-BFGS inside the L-inf ball (Szegedy et al. 2014)")

@@ -29,12 +29,10 @@ Bernoulli(``p_A``) draw.
 Samples are processed ``max_rows`` (example, noise) rows at a time, so memory is bounded whatever
 ``n`` and the number of examples.
 
-Harness integration: :func:`certify_suite` is a suite function (``fn(ctx) -> None``) writing the
-rows of :func:`certify_rows` (certified accuracy vs L2 radius, Wilson intervals) and the plot
-``certified_accuracy.png``; importing the module (every registry read does) calls :func:`register`,
-which adds it to :mod:`evaluation.suites`'s registry as ``certify`` (``--suite certify``; its
-settings are the ``certify_*`` fields of :class:`evaluation.suites.SuiteSettings`, the CLI's
-``--certify-*`` flags).
+Harness integration: :func:`certify_suite` is the ``certify`` suite (``--suite certify``) writing
+the rows of :func:`certify_rows` (certified accuracy vs L2 radius, Wilson intervals); the report
+draws them (``certified_accuracy.png``). Its settings are :class:`CertifySettings`, the CLI's
+``--certify-*`` flags.
 """
 from __future__ import annotations
 
@@ -46,12 +44,12 @@ import numpy as np
 import tensorflow as tf
 from scipy import stats
 
+from evaluation.options import integer, number, option, reals
+from evaluation.suites import SuiteContext, register_suite
 from zoo.errors import UserInputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from evaluation.suites import SuiteContext
 
 Model = Callable[[tf.Tensor], tf.Tensor]
 DEFAULT_MAX_ROWS = 10_000
@@ -343,49 +341,59 @@ def plot_certified_accuracy(curves: Mapping[str, Sequence[tuple[float, float]]],
 SUITE_NOTE = ("Certified L2 accuracy of the Gaussian-smoothed model (Cohen, Rosenfeld and Kolter 2019, CERTIFY): "
               "share of points whose smoothed prediction is right with a certified radius >= the row's radius "
               "(input units), each certificate failing with probability at most alpha; abstentions count as wrong.")
-SUITE_DEFAULTS = {"certify_sigmas": (0.25,), "certify_n0": 100, "certify_n": 10_000, "certify_alpha": 0.001,
-                  "certify_radii": None, "certify_max_points": 500}
 
 
-def certify_suite(ctx: SuiteContext) -> None:
-    """The ``certify`` suite: for every model and ``sigma``, :func:`certify_rows` on the first
-    ``certify_max_points`` test points, and ``certified_accuracy.png`` in the output folder.
+def _probability(alpha) -> None:
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise UserInputError(f"must be a number in (0, 1), got {alpha!r}")
 
-    ``ctx`` is an :class:`evaluation.suites.SuiteContext`. Settings are read from ``ctx.settings``
-    where it has them, else :data:`SUITE_DEFAULTS`: ``certify_sigmas`` (input units),
-    ``certify_n0``, ``certify_n`` (10,000 by default, so the largest certifiable radius is about
-    ``3.2 sigma``; Cohen et al. use 100,000), ``certify_alpha``, ``certify_radii`` (``None``:
-    :func:`default_radii`) and ``certify_max_points``. A model's own inference noise stays on (see
-    the module docstring).
+
+@dataclasses.dataclass(frozen=True)
+class CertifySettings:
+    """Gaussian randomized smoothing, certified L2 accuracy (Cohen, Rosenfeld and Kolter 2019: n0 = 100,
+    n = 100,000, alpha = 0.001)."""
+
+    certify_sigmas: tuple[float, ...] = option((0.25,), "comma-separated Gaussian noise stddevs, input units",
+                                               **reals(0, above=True))
+    certify_n0: int = option(100, "samples that pick the class", **integer(1))
+    certify_n: int = option(10_000, "samples that estimate its probability (the largest certifiable radius is "
+                            "about 3.2 sigma at 10,000)", **integer(1))
+    certify_alpha: float = option(0.001, "failure probability of each certificate", parse=number(float, 0, 1),
+                                  check=_probability)
+    certify_radii: tuple[float, ...] | None = option(None, "comma-separated L2 radii of the table",
+                                                     shown="17 from 0 to 4 sigma", **reals(0, optional=True))
+    certify_max_points: int = option(500, "test points certified (the first ones)", **integer(1))
+
+
+def certified_figure(rows: Sequence[Mapping], out) -> list[str]:
+    """The report's picture of the ``certify`` rows: certified accuracy vs L2 radius."""
+    curves = curves_from_rows(rows)
+    if not curves:
+        return []
+    cert = next(r for r in rows if r.get("suite") == "certify")
+    plot_certified_accuracy(curves, out / "certified_accuracy.png",
+                            title=f"Gaussian smoothing, n = {cert['samples']}, alpha = {cert['alpha']}")
+    return ["![certified accuracy vs L2 radius](certified_accuracy.png)"]
+
+
+@register_suite("certify", note=SUITE_NOTE, settings=CertifySettings, figures=(certified_figure,))
+def certify_suite(ctx: SuiteContext, c: CertifySettings) -> None:
+    """The ``certify`` suite: for every model and sigma, :func:`certify_rows` on the first
+    ``certify_max_points`` test points.
+
+    ``certify_n`` is 10,000 by default, so the largest certifiable radius is about ``3.2 sigma``
+    (Cohen et al. use 100,000); ``certify_radii`` ``None`` is :func:`default_radii`. A model's own
+    inference noise stays on (see the module docstring).
     """
-    cfg = {k: getattr(ctx.settings, k, v) for k, v in SUITE_DEFAULTS.items()}
-    x, y = ctx.x[:cfg["certify_max_points"]], ctx.y[:cfg["certify_max_points"]]
+    x, y = ctx.x[:c.certify_max_points], ctx.y[:c.certify_max_points]
     for name, model in ctx.models.items():
-        for sigma in cfg["certify_sigmas"]:
-            radii = list(cfg["certify_radii"] or default_radii(sigma))
+        for sigma in c.certify_sigmas:
+            radii = list(c.certify_radii or default_radii(sigma))
             if all(ctx.done(f"{name}|certify|{sigma}|{r}") for r in radii):
                 continue
-            rows = certify_rows(name, model, x, y, sigma, radii, n0=cfg["certify_n0"], n=cfg["certify_n"],
-                                alpha=cfg["certify_alpha"], seed=ctx.settings.seed)
-            ctx.count("model_passes", cfg["certify_n0"] + cfg["certify_n"])
+            rows = certify_rows(name, model, x, y, sigma, radii, n0=c.certify_n0, n=c.certify_n,
+                                alpha=c.certify_alpha, seed=ctx.settings.seed)
+            ctx.count("model_passes", c.certify_n0 + c.certify_n)
             for row in rows:
                 if not ctx.done(row["key"]):
                     ctx.add(row)
-    out = getattr(ctx.ev, "out", None)
-    curves = curves_from_rows(ctx.ev.rows)
-    if out is not None and curves:
-        out.mkdir(parents=True, exist_ok=True)
-        plot_certified_accuracy(curves, out / "certified_accuracy.png",
-                                title=f"Gaussian smoothing, n = {cfg['certify_n']}, alpha = {cfg['certify_alpha']}")
-
-
-def register() -> None:
-    """Add :func:`certify_suite` to :mod:`evaluation.suites`'s registry as ``certify`` (a no-op if
-    it is there)."""
-    from evaluation.suites import SUITES, register_suite
-
-    if "certify" not in SUITES:
-        register_suite("certify", note=SUITE_NOTE)(certify_suite)
-
-
-register()

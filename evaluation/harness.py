@@ -13,7 +13,6 @@ correctly (as AutoAttack does).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -25,14 +24,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evaluation.masking import MASKING_TOLERANCE, masking_flags  # noqa: F401  (re-exported)
-from evaluation.suites import SuiteContext, SuiteSettings, get_suite, list_suites
+from evaluation.suites import Suite, SuiteContext, plan
 from zoo.errors import OutputExistsError, UserInputError
-from zoo.export import MAX_STDDEV, MAX_VOTES, load_model, read_metadata, verify_export
+from zoo.export import MAX_STDDEV, load_model, read_metadata, verify_export
 from zoo.files import write_json
 from zoo.noise import set_noise
 from zoo.pretrained import model_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: settings recorded per owner (shared, each suite, each attack)
 
 
 class Evaluation:
@@ -96,10 +95,11 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def fingerprint(settings, infer_stddev, x, y, model_dirs: Sequence[str]) -> str:
-    """sha256 of everything a row depends on: the settings, the test points and every model's checksums."""
+def fingerprint(settings: dict, infer_stddev, x, y, model_dirs: Sequence[str]) -> str:
+    """sha256 of everything a row depends on: the settings (:meth:`evaluation.suites.Plan.record`),
+    the test points and every model's checksums."""
     h = hashlib.sha256()
-    h.update(json.dumps({"settings": dataclasses.asdict(settings), "infer_stddev": infer_stddev,
+    h.update(json.dumps({"settings": settings, "infer_stddev": infer_stddev,
                          "schema": SCHEMA_VERSION}, sort_keys=True, default=str).encode())
     for a in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
         h.update(str((a.dtype, a.shape)).encode())
@@ -109,25 +109,15 @@ def fingerprint(settings, infer_stddev, x, y, model_dirs: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def _check_inputs(x, y, eps_list, stddevs, votes_list, infer_stddev, counts: dict) -> None:
-    """Every number that enters the harness: finite and in range, or one line naming it."""
+def _check_inputs(x, y, infer_stddev) -> None:
+    """The test points and the inference noise: finite and in range, or one line naming them (every
+    other number is checked by its settings class, :mod:`evaluation.options`)."""
     if len(x) != len(y) or len(x) == 0:
         raise UserInputError(f"need as many labels as examples, and at least one: got {len(x)} examples, {len(y)} labels")
     if not np.all(np.isfinite(x)):
         raise UserInputError("the examples hold NaN or infinite values")
-    for label, values, low, high in (("eps", eps_list, 0, 1), ("stddevs", stddevs, 0, MAX_STDDEV),
-                                     ("votes_list", votes_list, 1, MAX_VOTES)):
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v) \
-                    or not low <= v <= high:
-                raise UserInputError(f"{label} values must be finite numbers in [{low}, {high}], got {v!r}")
     if infer_stddev is not None and not (math.isfinite(infer_stddev) and 0 <= infer_stddev <= MAX_STDDEV):
         raise UserInputError(f"infer_stddev must be a finite number in [0, {MAX_STDDEV}], got {infer_stddev!r}")
-    for label, v in counts.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise UserInputError(f"{label} must be an integer >= 1, got {v!r}")
-    if any(int(v) != v for v in votes_list):
-        raise UserInputError(f"votes_list values must be integers, got {list(votes_list)}")
 
 
 def _check_models(model_dirs, sources, x, dataset: str | None, allow_dataset_mismatch: bool) -> None:
@@ -177,8 +167,8 @@ def _settings(row):
 DEFAULT_SUITES = ("clean", "whitebox", "transfer", "gradfree", "corruption", "voting", "distortion")
 
 
-def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Sequence[str] = DEFAULT_SUITES, *,
-             out: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Sequence[str | Suite] = DEFAULT_SUITES,
+             *, out: str | os.PathLike | None = None, log: Callable[[str], None] = print,
              infer_stddev: float | None = None, dataset: str | None = None, allow_dataset_mismatch: bool = False,
              **settings) -> dict:
     """Evaluate every export in ``model_dirs`` on ``(x, y)``; returns ``{"rows", "counters", "flags"}``.
@@ -190,27 +180,28 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
     Args:
         model_dirs: exported model directories (``glrzoo train --out``) or pretrained names.
         x, y: test points ``[N, ...]`` (images in [0, 1] for the pixel suites) and labels ``[N]``.
-        suites: registered suite names (:func:`evaluation.suites.list_suites`).
+        suites: registered suite names (:func:`evaluation.suites.list_suites`) or configured suites
+            (:func:`evaluation.suites.configure`).
         out: report folder; rows already there with the same settings are kept (a rerun resumes).
         infer_stddev: if set, turn inference noise of this stddev on in every evaluated model (its
             own kind, additive or multiplicative); sources stay noise-free.
         dataset: the name of the data set ``x`` comes from; a model trained on another one is
             refused unless ``allow_dataset_mismatch`` (a model whose input shape differs always is).
-        **settings: any field of :class:`evaluation.suites.SuiteSettings` (``eps_list``,
-            ``whitebox_attacks``, ``stddevs``, ``certify_sigmas``, ...), which holds their defaults.
+        **settings: any field of the shared :class:`evaluation.suites.SuiteSettings` (``eps_list``,
+            ``steps``, ``seed``, ...), of a suite's settings (``stddevs``, ``certify_sigmas``, ...)
+            or of an attack's (``spsa_samples``), by name; each goes to its owner.
     """
-    s = SuiteSettings(**settings)  # an unknown setting is a TypeError naming it
-    _check_inputs(x, y, s.eps_list, s.stddevs, s.votes_list, infer_stddev,
-                  {"steps": s.steps, "restarts": s.restarts, "eot": s.eot, "votes": s.votes,
-                   "vote_repeats": s.vote_repeats})
+    _check_inputs(x, y, infer_stddev)
+    chosen = plan(suites, **settings)  # an unknown setting is a TypeError naming it; a bad value one line
     if out is not None:
         _check_out(Path(out))
-    _check_suites([get_suite(name) for name in suites], x)  # unknown names: one line naming the choices
-    settings = SuiteSettings.make(suites, images=np.ndim(x) == 4, **settings)
-    sources = settings.sources
+    _check_suites([s.entry for s in chosen.suites], x)
+    transfer = chosen.of("transfer")
     # a folder or a pretrained name; the checksums are verified once, below (load_model, verify_export)
     model_dirs = [str(model_path(d, log, verify=False)) for d in model_dirs]
-    sources = [str(model_path(d, log, verify=False)) for d in sources]
+    sources = [str(model_path(d, log, verify=False)) for d in (transfer.sources if transfer else ())]
+    if transfer is not None:
+        chosen = chosen.replace("transfer", sources=tuple(sources))
     _check_models(model_dirs, sources, x, dataset, allow_dataset_mismatch)
     inside = next((m for m in model_dirs if out is not None and Path(out).resolve().is_relative_to(Path(m).resolve())),
                   None)
@@ -222,17 +213,14 @@ def evaluate(model_dirs: Sequence[str], x: np.ndarray, y: np.ndarray, suites: Se
         if Path(d).name not in models:
             verify_export(d)
     ev = Evaluation(Path(out) if out is not None else None, log,
-                    fingerprint(settings, infer_stddev, x, y, list(dict.fromkeys([*model_dirs, *sources]))),
+                    fingerprint(chosen.record(), infer_stddev, x, y, list(dict.fromkeys([*model_dirs, *sources]))),
                     models=list(models))
     if infer_stddev is not None:  # evaluate every target with its inference noise on (noisy hardware)
         for model in models.values():
             set_noise(model, infer_stddev=infer_stddev)
-    ctx = SuiteContext(models, list(model_dirs), x, np.asarray(y), settings, ev)
-    for name in list_suites():  # registry order, whatever order they were asked in
-        if name in suites:
-            get_suite(name).run(ctx)
+    ctx = SuiteContext(models, list(model_dirs), x, np.asarray(y), chosen.shared, ev, attack_settings=chosen.attacks)
+    for suite in chosen.suites:  # registry order, whatever order they were asked in
+        suite.entry.run(ctx, suite.settings)
     flags = masking_flags(ev.rows)
     ev.save()
     return {"rows": ev.rows, "counters": ev.counters, "flags": flags}
-
-

@@ -1,15 +1,10 @@
-"""``report.md`` and PNG plots from the harness rows."""
+"""``report.md`` from the harness rows: one section per suite, the transfer matrix and the pictures
+the suites registered (:mod:`evaluation.plots`)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from evaluation.suites import get_suite, list_suites  # noqa: E402
+from evaluation.suites import get_suite, list_suites
 from zoo.files import write_text_atomic
 
 
@@ -69,99 +64,22 @@ def write_report(result: dict, out: str | Path, title: str = "glrzoo robustness 
             lines.append(f"| {name} | {what} | {settings} | {r['n']} | {_pct(r)} | " + " | ".join(extra) + " |")
         lines.append("")
     _transfer_matrix(rows, lines)
-    _plots(rows, out, lines)
+    _figures(rows, out, lines)
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
-def _plots(rows, out: Path, lines: list[str]) -> None:
-    def plot(fname, title, xlabel, series):
-        if not series:
-            return
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for label, (xs, ys) in series.items():
-            ax.plot(xs, [100 * v for v in ys], marker="o", label=label)
-        ax.set(title=title, xlabel=xlabel, ylabel="accuracy (%)", ylim=(0, 100))
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(out / fname, dpi=100)
-        plt.close(fig)
-        lines.append(f"![{title}]({fname})")
-
-    series = {}
-    for r in rows:
-        if r["suite"] in ("whitebox", "transfer", "gradfree"):
-            label = f"{r['model']} {r['suite']} {r['attack']}" + (f" from {r['source']}" if r.get("source") else "")
-            series.setdefault(label, ([], []))
-            series[label][0].append(r["eps"])
-            series[label][1].append(r["accuracy"])
-    plot("accuracy_vs_eps.png", "accuracy vs eps (L-inf)", "eps", series)
-    series = {}
-    for r in rows:
-        if r["suite"] == "corruption" and r.get("severity"):
-            series.setdefault(f"{r['model']} {r['corruption']}", ([], []))
-            series[f"{r['model']} {r['corruption']}"][0].append(r["severity"])
-            series[f"{r['model']} {r['corruption']}"][1].append(r["accuracy"])
-    plot("accuracy_vs_severity.png", "accuracy vs corruption severity", "severity", series)
-    series = {}
-    for r in rows:
-        if r["suite"] == "voting":
-            label = f"{r['model']} {r['votes']} votes"
-            series.setdefault(label, ([], []))
-            series[label][0].append(r["stddev"])
-            series[label][1].append(r["accuracy"])
-    for label, (xs, _) in series.items():
-        zero = [r for r in rows if r["suite"] == "voting" and r["stddev"] == 0 and label.startswith(r["model"] + " ")]
-        if zero and 0.0 not in xs:
-            xs.insert(0, 0.0)
-            series[label][1].insert(0, zero[0]["accuracy"])
-    plot("accuracy_vs_stddev.png", "noisy inference: accuracy vs stddev (SNR dB = -20 log10 s)", "inference stddev",
-         series)
-    _heatmap(rows, out, lines)
-    _certified(rows, out, lines)
-    lines.append("")
-    lines.append("SNR of multiplicative noise: " + ", ".join(
-        f"s={s:g}: {-20 * math.log10(s):.1f} dB" for s in (0.2, 0.4, 0.6, 0.8, 1.0)))
-
-
-def _certified(rows, out: Path, lines: list[str]) -> None:
-    """Certified accuracy vs L2 radius (Cohen, Rosenfeld and Kolter 2019), one curve per model and sigma."""
-    from evaluation.certify import curves_from_rows, plot_certified_accuracy
-
-    curves = curves_from_rows(rows)
-    if not curves:
-        return
-    cert = [r for r in rows if r["suite"] == "certify"]
-    plot_certified_accuracy(curves, out / "certified_accuracy.png",
-                            title=f"Gaussian smoothing, n = {cert[0]['samples']}, alpha = {cert[0]['alpha']}")
-    lines.append("![certified accuracy vs L2 radius](certified_accuracy.png)")
-
-
-def _heatmap(rows, out: Path, lines: list[str]) -> None:
-    """Train-stddev x inference-stddev accuracy heat map (most votes), when models differ in train stddev."""
-    vote = [r for r in rows if r["suite"] == "voting" and r.get("train_stddev") is not None]
-    trains = sorted({r["train_stddev"] for r in vote})
-    if len(trains) < 2:
-        return
-    infers = sorted({r["stddev"] for r in vote})
-    top = max(r["votes"] for r in vote)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, votes in zip(axes, (1, top)):
-        grid = [[next((100 * r["accuracy"] for r in vote if r["train_stddev"] == t and r["stddev"] == s
-                       and (r["votes"] == votes or s == 0)), float("nan")) for s in infers] for t in trains]
-        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto", origin="lower")
-        ax.set(xticks=range(len(infers)), xticklabels=[f"{s:g}" for s in infers], yticks=range(len(trains)),
-               yticklabels=[f"{t:g}" for t in trains], xlabel="inference stddev", ylabel="train stddev",
-               title=f"accuracy %, {votes} vote{'s' if votes > 1 else ''}")
-        for i, row in enumerate(grid):
-            for j, v in enumerate(row):
-                if v == v:
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w", fontsize=7)
-    fig.colorbar(im, ax=axes)
-    fig.savefig(out / "train_vs_infer_stddev.png", dpi=100)
-    plt.close(fig)
-    lines.append("![train stddev x inference stddev](train_vs_infer_stddev.png)")
+def _figures(rows, out: Path, lines: list[str]) -> None:
+    """The pictures each suite with rows registered (:mod:`evaluation.plots`), each figure once."""
+    done = []
+    for suite in list_suites():
+        if not any(r["suite"] == suite for r in rows):
+            continue
+        for figure in get_suite(suite).figures:
+            if figure not in done:
+                done.append(figure)
+                lines += figure(rows, out)
 
 
 def _transfer_matrix(rows, lines: list[str]) -> None:

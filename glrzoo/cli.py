@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import inspect
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from evaluation.attacks import list_attacks
-from evaluation.corruptions import list_corruptions
+from evaluation.attacks import get_attack, list_attacks
 from evaluation.harness import evaluate
+from evaluation.options import NoSettings, add_flags, given, numbers
 from evaluation.report import write_report
-from evaluation.suites import list_suites
+from evaluation.suites import SuiteSettings, get_suite, list_suites, settings_classes
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training import adversarial_settings
@@ -38,10 +37,11 @@ from training.flags import finite, json_object, non_negative, positive, positive
 from training.recipes import RECIPE_FIELDS, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import TrainConfig, TrainingDiverged, portable_argv, sweep, train
+from training.transforms import TRANSFORMS, list_transforms
 from zoo import leaderboard, pretrained, pretrained_docs
 from zoo.data import available, load_dataset
 from zoo.errors import UserInputError
-from zoo.export import MAX_STDDEV, MAX_VOTES, output_kind, read_metadata, update_metadata
+from zoo.export import MAX_STDDEV, output_kind, read_metadata, update_metadata
 from zoo.pretrained import model_path
 from zoo.registry import get_entry, list_models
 from zoo.serving import write_models_config
@@ -99,6 +99,12 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                        **{k: v for k, v in kwargs.items() if v is not None})
     p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
                    help="tf.distribute strategy: all local devices, or the cluster described by TF_CONFIG")
+    for name in list_transforms():  # registered batch transforms (training.transforms), plugins' included
+        flag = TRANSFORMS.entry(name).flag
+        if flag is None:  # declared by a TrainConfig field (above)
+            continue
+        p.add_argument(flag.flag, dest=f"transform:{name}", type=flag.type, metavar=flag.metavar, default=None,
+                       help=f"{flag.help} (default: off)")
     add_estimator_flags(p)
     a = ADVERSARIAL_DEFAULTS
     g = p.add_argument_group("adversarial training (--adversarial pgd, fgsm_rs or trades)")
@@ -191,44 +197,24 @@ def _add_evaluate(sub) -> None:
     add_data_flags(p)
     p.add_argument("--suite", default="clean,transfer,gradfree,corruption,voting",
                    help=f"comma-separated: {','.join(list_suites())}")
-    p.add_argument("--sources", nargs="*", default=[], help="exports that make the transfer attacks")
-    p.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf radii")
-    p.add_argument("--attacks", default="fgsm,pgd", help=f"white-box eps-ball attacks: {','.join(list_attacks())}")
-    p.add_argument("--transfer-attacks", default="fgsm,pgd", help="attacks the sources make (e.g. fgsm,lbfgs)")
-    p.add_argument("--minimal-attacks", default=",".join(list_attacks(kind="minimal")),
-                   help="minimal-perturbation attacks ('' for none)")
-    p.add_argument("--corruptions", default=",".join(list_corruptions()),
-                   help="corruptions of the corruption suite (default: every registered one)")
-    p.add_argument("--steps", type=positive_int, default=20, help="iterations of iterative attacks")
-    p.add_argument("--restarts", type=positive_int, default=1, help="PGD random restarts")
-    p.add_argument("--step-size", type=positive, default=None, help="step of iterative attacks (default 2.5 eps / steps)")
     p.add_argument("--infer-stddev", type=non_negative, default=None,
                    help="turn inference noise of this stddev on in every evaluated model (sources stay clean)")
-    p.add_argument("--predict-votes", type=positive_int, default=20,
-                   help="noisy passes voted on for every prediction of a model with inference noise")
-    p.add_argument("--eot", type=positive_int, default=20, help="noise draws per gradient for noisy models")
-    p.add_argument("--stddevs", default="0,0.2,0.4,0.6,0.8,1.0", help="inference stddevs of the voting grid")
-    p.add_argument("--votes", default="1,5,10,20", help="vote counts of the voting grid")
-    p.add_argument("--abstain-alpha", type=finite, default=0.05,
-                   help="level of the randomized-smoothing abstention test (0 turns it off)")
     p.add_argument("--n", type=positive_int, default=500, help="test examples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts and the noise")
     p.add_argument("--out", required=True, help="report directory")
-    g = p.add_argument_group("reference white-box attack (AutoAttack, Croce and Hein 2020)")
-    g.add_argument("--reference-attack", default="autoattack",
-                   help="always in the whitebox suite, at every --eps and --unbounded-eps ('' for none)")
-    g.add_argument("--apgd-steps", type=positive_int, default=100, help="iterations of every APGD run")
-    g.add_argument("--apgd-restarts", type=positive_int, default=1, help="restarts of every APGD run")
-    g.add_argument("--unbounded-eps", type=non_negative, default=1.0,
-                   help="the reference attack also runs at this L-inf radius and must reach 100%% success (0: skip)")
-    g = p.add_argument_group("certify suite (Gaussian smoothing, Cohen, Rosenfeld and Kolter 2019)")
-    g.add_argument("--certify-sigmas", default="0.25", help="comma-separated noise stddevs, input units")
-    g.add_argument("--certify-n0", type=positive_int, default=100, help="samples that pick the class")
-    g.add_argument("--certify-n", type=positive_int, default=10_000, help="samples that estimate its probability")
-    g.add_argument("--certify-alpha", type=finite, default=0.001, help="failure probability of each certificate")
-    g.add_argument("--certify-radii", default=None,
-                   help="comma-separated L2 radii of the table (default: 17 from 0 to 4 sigma)")
-    g.add_argument("--certify-max-points", type=positive_int, default=500, help="test points certified")
+    _add_settings_flags(p)
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of every evaluation setting, derived from their declarations
+    (:mod:`evaluation.options`): the shared ones, then one group per suite and per attack that has
+    settings (plugins' included)."""
+    add_flags(p.add_argument_group("shared by the suites"), SuiteSettings)
+    parts = [(f"{n} suite", get_suite(n).settings) for n in list_suites()]
+    parts += [(f"{n} attack", get_attack(n).settings) for n in list_attacks()]
+    for title, cls in parts:
+        if cls is not NoSettings:
+            about = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("``", "")
+            add_flags(p.add_argument_group(title, about), cls)
 
 
 def _add_tune(sub) -> None:
@@ -359,7 +345,9 @@ def _train_config(args) -> TrainConfig:
         model=args.model, dataset=args.dataset, method=args.method, out=args.out, **settings, seed=args.seed,
         data_dir=args.data_dir, download=args.download, train_limit=args.train_limit, test_limit=args.test_limit,
         resume=args.resume, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
-        allow_recipe_change=args.allow_recipe_change, recipe_defaults=applied)
+        allow_recipe_change=args.allow_recipe_change, recipe_defaults=applied,
+        transforms={n: getattr(args, f"transform:{n}") for n in list_transforms()
+                    if getattr(args, f"transform:{n}", None) is not None and TRANSFORMS.entry(n).flag is not None})
 
 
 def _strategy(args) -> tf.distribute.Strategy | None:
@@ -370,22 +358,6 @@ def _strategy(args) -> tf.distribute.Strategy | None:
             raise UserInputError("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return None
-
-
-def _numbers(flag: str, text: str, kind=float, low: float | None = None, high: float | None = None) -> list:
-    """Comma-separated finite numbers in [low, high]; anything else is refused naming the flag."""
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserInputError(f"{flag} must be comma-separated {'integers' if kind is int else 'numbers'}, "
-                             f"got {text!r}") from None
-    if not values:
-        raise UserInputError(f"{flag} needs at least one value, got {text!r}")
-    for v in values:
-        if not math.isfinite(v) or (low is not None and v < low) or (high is not None and v > high):
-            bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}" if low is not None else "finite"
-            raise UserInputError(f"{flag} values must be finite and {bounds}, got {v:g} in {text!r}")
-    return values
 
 
 def _names(flag: str, text: str, allowed) -> list[str]:
@@ -403,7 +375,10 @@ def cmd_train(args, argv) -> int:
 
 
 def cmd_sweep(args, argv) -> int:
-    stddevs = _numbers("--train-stddevs", args.train_stddevs, low=0)
+    try:
+        stddevs = numbers(low=0)(args.train_stddevs)
+    except UserInputError as e:
+        raise UserInputError(f"--train-stddevs: {e}") from None
     for meta in sweep(_train_config(args), stddevs, argv=list(argv)):
         print(f"train_stddev {meta['training']['train_stddev']:g}: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     return 0
@@ -417,40 +392,15 @@ def cmd_evaluate(args) -> int:
     suites = _names("--suite", args.suite, list_suites())
     if not suites:
         raise UserInputError(f"--suite names no suite; choose one or more of {', '.join(list_suites())}")
-    whitebox = _names("--attacks", args.attacks, list_attacks())
-    transfer = _names("--transfer-attacks", args.transfer_attacks, list_attacks())
-    minimal = _names("--minimal-attacks", args.minimal_attacks, list_attacks(kind="minimal"))
-    corruptions = _names("--corruptions", args.corruptions, list_corruptions())
-    if not 0 <= args.abstain_alpha < 1:
-        raise UserInputError(f"--abstain-alpha must be in [0, 1), got {args.abstain_alpha}")
-    eps_list = _numbers("--eps", args.eps, low=0, high=1)
-    stddevs = _numbers("--stddevs", args.stddevs, low=0, high=MAX_STDDEV)
-    votes_list = _numbers("--votes", args.votes, int, low=1, high=MAX_VOTES)
-    if args.predict_votes > MAX_VOTES or args.eot > MAX_VOTES * 10:
-        raise UserInputError(f"--predict-votes must be <= {MAX_VOTES} and --eot <= {MAX_VOTES * 10}")
+    settings = given(settings_classes(), args)  # the flags set on the command line, parsed
     if args.infer_stddev is not None and args.infer_stddev > MAX_STDDEV:
         raise UserInputError(f"--infer-stddev must be <= {MAX_STDDEV}, got {args.infer_stddev}")
     # folders or pretrained names (which one was used goes to stderr); harness.evaluate verifies them
     args.models = [str(model_path(m, log=_note, verify=False)) for m in args.models]
     data = load_dataset(args.dataset, args.data_dir, args.download)
     x, y = data.x_test[:args.n], data.y_test[:args.n]
-    result = evaluate(args.models, x, y, suites=suites, sources=args.sources, out=args.out,
-                      dataset=data.name, allow_dataset_mismatch=args.allow_dataset_mismatch,
-                      eps_list=eps_list, seed=args.seed,
-                      whitebox_attacks=whitebox, transfer_attacks=transfer, minimal_attacks=minimal,
-                      corruptions=corruptions,
-                      steps=args.steps, restarts=args.restarts, eot=args.eot, step_size=args.step_size,
-                      votes=args.predict_votes, infer_stddev=args.infer_stddev,
-                      stddevs=stddevs, votes_list=votes_list,
-                      abstain_alpha=args.abstain_alpha or None,
-                      reference_attack=_names("--reference-attack", args.reference_attack, list_attacks(kind="ball"))[0]
-                      if args.reference_attack else None,
-                      apgd_steps=args.apgd_steps, apgd_restarts=args.apgd_restarts,
-                      unbounded_eps=args.unbounded_eps or None,
-                      certify_sigmas=_numbers("--certify-sigmas", args.certify_sigmas, low=1e-12),
-                      certify_n0=args.certify_n0, certify_n=args.certify_n, certify_alpha=args.certify_alpha,
-                      certify_radii=_numbers("--certify-radii", args.certify_radii, low=0) if args.certify_radii else None,
-                      certify_max_points=args.certify_max_points)
+    result = evaluate(args.models, x, y, suites=suites, out=args.out, dataset=data.name,
+                      allow_dataset_mismatch=args.allow_dataset_mismatch, infer_stddev=args.infer_stddev, **settings)
     print(f"report: {write_report(result, args.out)}")
     return 0
 

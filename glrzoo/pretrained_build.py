@@ -2,7 +2,7 @@
 
 The workflow behind ``python benchmarks/make_pretrained.py`` (a thin script over this module):
 
-1. :func:`train_recipe` trains one entry of :data:`RECIPES` through :class:`training.run.TrainConfig`
+1. :func:`train_recipe` trains one entry of :data:`PRETRAINED_RECIPES` through :class:`training.run.TrainConfig`
    and :func:`training.run.train` (no command line is parsed), exports it to ``<root>/<name>`` and
    records in its metadata the equivalent ``glrzoo train ...`` command (:func:`recipe_command`):
    run from the repository root it trains the same model, because :func:`recipe_config` fills
@@ -69,7 +69,7 @@ class Recipe:
 SMALL_CNN = {"filters": [16, 16, 32, 32], "dense": 64}
 DENSENET10 = {"depth": 10, "growth_rate": 12}
 MADRY_PGD10 = {"eps": 0.3, "step": 0.075, "iterations": 10, "fraction": 0.5}
-RECIPES: dict[str, Recipe] = {
+PRETRAINED_RECIPES: dict[str, Recipe] = {
     "digits/glr_threshold_mlp": Recipe("glr_mlp", "digits", "glr", dict(
         activation="threshold", method_args={"replications": 100, "baseline": True}, epochs=30, batch_size=32,
         lr=0.003)),
@@ -164,7 +164,7 @@ def train_flags(recipe: Recipe) -> list[str]:
 def recipe_command(name: str, recipe: Recipe | None = None, command_root: str = COMMAND_ROOT) -> str:
     """The shell command (``shlex``-quoted) that trains ``name`` like :func:`train_recipe`:
     ``glrzoo train <train_flags> --quiet --overwrite --out <command_root>/<name>``."""
-    recipe = recipe or RECIPES[name]
+    recipe = recipe or PRETRAINED_RECIPES[name]
     return shlex.join(["glrzoo", "train", *train_flags(recipe), "--quiet", "--overwrite", "--out",
                        f"{command_root}/{name}"])
 
@@ -186,12 +186,12 @@ def train_recipe(name: str, root: str | Path, data: Dataset | None = None, data_
     :func:`training.run.train` (``metrics.test_accuracy`` in [0, 1], ``model`` the Keras model).
 
     Args:
-        name: a key of ``recipes`` (default :data:`RECIPES`), e.g. ``"mnist/cnn6_bp"``.
+        name: a key of ``recipes`` (default :data:`PRETRAINED_RECIPES`), e.g. ``"mnist/cnn6_bp"``.
         root: the pretrained folder (the repository's ``saved_models/``).
         data: the data set, if already loaded (else read from ``data_dir`` or ``$GLRZOO_DATA_DIR``).
         command_root: the folder the recorded command's ``--out`` names (run from the repository root).
     """
-    recipes = RECIPES if recipes is None else recipes
+    recipes = PRETRAINED_RECIPES if recipes is None else recipes
     if name not in recipes:
         raise UserInputError(f"no recipe named {name!r}; choose from {', '.join(recipes)}")
     recipe = recipes[name]
@@ -283,9 +283,9 @@ def build(root: str | Path, names: list[str] | None = None, *, retrain: bool = F
     ``index.json`` of ``root`` are regenerated; returns their paths.
     """
     root = Path(root)
-    for name in names or [*GLR_TABLE, *RECIPES]:
+    for name in names or [*GLR_TABLE, *PRETRAINED_RECIPES]:
         t = time.time()
-        if name in RECIPES and (retrain or not (root / name / "metadata.json").exists()):
+        if name in PRETRAINED_RECIPES and (retrain or not (root / name / "metadata.json").exists()):
             log(recipe_command(name))
             train_recipe(name, root, data_dir=data_dir)
         summary = evaluate_export(name, root, n, work, data_dir)
@@ -294,7 +294,7 @@ def build(root: str | Path, names: list[str] | None = None, *, retrain: bool = F
     return write_readme(root), write_index(root)
 
 
-__all__ = ["GLR_TABLE", "RECIPES", "Recipe", "build", "evaluate_export", "headline", "recipe_command", "recipe_config",
+__all__ = ["GLR_TABLE", "PRETRAINED_RECIPES", "Recipe", "build", "evaluate_export", "headline", "recipe_command", "recipe_config",
            "substitute_export", "train_flags", "train_recipe"]
 
 

@@ -40,7 +40,7 @@ from evaluation.attacks import attack, logits_fn
 from evaluation.metrics import vote_accuracy
 from training.pipeline import epoch_dataset
 from training.registry import create_estimator, get_estimator, list_estimators
-from training.run import TrainConfig, adversarial_training, build_model, initialize_from, make_optimizer
+from training.run import TrainConfig, build_model, estimator_and_transforms, initialize_from, make_optimizer
 from training.substitute import train_substitute
 from training.trainer import Trainer
 from zoo.errors import UserInputError
@@ -107,7 +107,7 @@ class ZooHyperModel(kt.HyperModel):
         config.validate()
         keras.utils.set_random_seed(config.seed)
         steps = -(-len(self.data.x_train) // config.batch_size)
-        estimator, transforms = adversarial_training(
+        estimator, transforms = estimator_and_transforms(
             config, create_estimator(config.method, loss=config.loss, **config.method_args), steps)
         model = build_model(config, self.data)
         if config.init_from:

@@ -29,7 +29,8 @@ def undefended():
 def test_attack_fools_undefended_model(undefended, name):
     model, x, y = undefended
     eps = np.inf if name in MINIMAL else 0.3
-    adv = attack(name, logits_fn(model), x, y, eps=eps, steps=20, restarts=2, spsa_samples=32, spsa_lr=0.05)
+    own = {"spsa_samples": 32, "spsa_lr": 0.05} if name == "spsa" else {}  # SPSA's own settings (SpsaSettings)
+    adv = attack(name, logits_fn(model), x, y, eps=eps, steps=20, restarts=2, **own)
     adv = adv.numpy()
     assert np.max(np.abs(adv - x)) <= eps + 1e-5 and adv.min() >= 0 and adv.max() <= 1
     acc = np.mean(np.argmax(model(adv), -1) == y)

@@ -64,6 +64,7 @@ def registered_names() -> dict[str, list[str]]:
     from evaluation.corruptions import list_corruptions
     from evaluation.suites import list_suites
     from training.registry import list_estimators
+    from training.transforms import list_transforms
 
     return {
         "Registered models": zoo.list_models(),
@@ -74,6 +75,7 @@ def registered_names() -> dict[str, list[str]]:
         "Registered corruptions": list_corruptions(),
         "Registered suites": list_suites(),
         "Registered masking rules": evaluation.masking.RULES.names(),
+        "Registered batch transforms": list_transforms(),
     }
 
 

@@ -116,7 +116,7 @@ def test_signatures_equal_keras_model(exported):
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(votes=0), "votes must be >= 1"), (dict(votes=101), "votes must be <= 100"),
+    (dict(votes=0), "votes must be >= 1"), (dict(votes=10_001), "votes must be <= 10000"),
     (dict(stddev=-1.0), "stddev must be >= 0"), (dict(scale=2.0), "images must be in"),
 ])
 def test_signature_validates_inputs(exported, kwargs, msg):

@@ -26,7 +26,7 @@ def test_evaluate_writes_rows_flags_and_resumes(exports, tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     rows = report["rows"]
-    assert report["schema_version"] == 2
+    assert report["schema_version"] == 3
     clean = {r["model"]: r for r in rows if r["suite"] == "clean"}
     assert clean["relu"]["accuracy"] > 0.8 and clean["relu"]["n"] == 120
     assert clean["step"]["blank_gradient_fraction"] == 1.0

@@ -86,7 +86,7 @@ def audited():
 
     import zoo
     from evaluation.harness import Evaluation
-    from evaluation.suites import SuiteContext, SuiteSettings, get_suite
+    from evaluation.suites import SuiteContext, plan
     from training.adversarial import pgd_training
     from training.bang import bang
     from training.estimators import bp
@@ -108,10 +108,10 @@ def audited():
               "bang": train(bang(epsilon=0.815), 30, "relu"),
               "threshold": train(glr(replications=50, baseline=True), 6, "threshold")}
     ev = Evaluation(None, log=lambda line: None)
-    ctx = SuiteContext(models, [], d.x_test[:150], d.y_test[:150],
-                       SuiteSettings(eps_list=(0.05, 0.1, 0.15), minimal_attacks=()), ev)
-    for suite in ("clean", "whitebox", "gradfree"):
-        get_suite(suite).run(ctx)
+    chosen = plan(("clean", "whitebox", "gradfree"), eps_list=(0.05, 0.1, 0.15), minimal_attacks=())
+    ctx = SuiteContext(models, [], d.x_test[:150], d.y_test[:150], chosen.shared, ev, chosen.attacks)
+    for suite in chosen.suites:
+        suite.entry.run(ctx, suite.settings)
     return ev.rows, masking_flags(ev.rows)
 
 

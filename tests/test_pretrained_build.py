@@ -7,7 +7,7 @@ import pytest
 
 import glrzoo.pretrained_build as pb
 from glrzoo.cli import _train_config, build_parser
-from glrzoo.pretrained_build import RECIPES, Recipe, recipe_command, recipe_config, train_flags
+from glrzoo.pretrained_build import PRETRAINED_RECIPES, Recipe, recipe_command, recipe_config, train_flags
 from training.substitute import train_substitute
 from zoo.errors import UserInputError
 from zoo.export import read_metadata
@@ -20,11 +20,11 @@ def _parsed(command: str):
     return _train_config(build_parser().parse_args(argv[1:]))
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("name", list(PRETRAINED_RECIPES))
 def test_recorded_command_trains_what_the_builder_trains(name):
     """Run from the repository root, the recorded command builds the builder's TrainConfig exactly
     (recipe-filled settings and their record included)."""
-    expected = recipe_config(RECIPES[name], f"saved_models/{name}")
+    expected = recipe_config(PRETRAINED_RECIPES[name], f"saved_models/{name}")
     assert dataclasses.asdict(_parsed(recipe_command(name))) == dataclasses.asdict(expected)
 
 
@@ -61,7 +61,8 @@ def test_make_pretrained_is_a_thin_script_with_substitute(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import make_pretrained
 
-    assert make_pretrained.RECIPES is RECIPES and callable(make_pretrained.substitute)  # bench_glr_pairs imports it
+    # bench_glr_pairs imports these
+    assert make_pretrained.PRETRAINED_RECIPES is PRETRAINED_RECIPES and callable(make_pretrained.substitute)
 
 
 TINY = Recipe("test_mlp", "digits", "bp", {"epochs": 1, "batch_size": 64, "infer_stddev": 0.3})
@@ -70,7 +71,7 @@ TINY = Recipe("test_mlp", "digits", "bp", {"epochs": 1, "batch_size": 64, "infer
 @pytest.mark.large  # slow here (5-20 s); .ci/run runs it
 def test_tiny_recipe_is_trained_with_its_command_recorded_and_not_retrained(tmp_path, monkeypatch):
     name = "digits/tiny_mlp"
-    monkeypatch.setitem(RECIPES, name, TINY)
+    monkeypatch.setitem(PRETRAINED_RECIPES, name, TINY)
     root = tmp_path / "saved_models"
     evaluated, lines = [], []
     monkeypatch.setattr(pb, "evaluate_export", lambda name, *a: evaluated.append(name) or {"headline": {}})
@@ -89,7 +90,7 @@ def test_tiny_recipe_is_trained_with_its_command_recorded_and_not_retrained(tmp_
 @pytest.mark.large  # 10-20 s: the evaluation harness (transfer, corruptions, voting) on 20 points
 def test_tiny_recipe_is_trained_evaluated_and_documented(digits, tmp_path, monkeypatch):
     name = "digits/tiny_mlp"
-    monkeypatch.setitem(RECIPES, name, TINY)
+    monkeypatch.setitem(PRETRAINED_RECIPES, name, TINY)
     root, work = tmp_path / "saved_models", tmp_path / "work"
     train_substitute(digits, epochs=1, out=work / "substitute_digits")  # made beforehand: substitute_export reuses it
     readme, index = pb.build(root, [name], n=20, work=work, log=lambda _: None)

@@ -86,7 +86,7 @@ def test_new_attack_and_suite_are_cli_choices(scratch_registries, tmp_path, caps
         return x
 
     @suites.register_suite("count", note="How many test points (a test suite).")
-    def count(ctx):
+    def count(ctx, _):
         for name in ctx.models:
             ctx.add({"key": f"{name}|count", "model": name, "suite": "count", "n": len(ctx.y), "accuracy": 1.0})
 

@@ -14,6 +14,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from training.transforms import register_transform
 from zoo.errors import UserInputError
 
 
@@ -36,4 +37,10 @@ class GaussianInputNoise:
         return {"transform": "gaussian_input_noise", **dataclasses.asdict(self)}
 
 
-__all__ = ["GaussianInputNoise"]
+@register_transform("input_noise", None)  # its flag is TrainConfig.input_noise's (--input-noise, a recipe field)
+def input_noise(sigma: float, *, seed: int) -> GaussianInputNoise | None:
+    """Gaussian input noise of stddev ``sigma`` (off at 0)."""
+    return GaussianInputNoise(sigma, seed=seed) if sigma > 0 else None
+
+
+__all__ = ["GaussianInputNoise", "input_noise"]

@@ -12,6 +12,7 @@ from training import adversarial_settings
 from training.adversarial_settings import FLAGS
 from training.flags import Flag, json_object, non_negative, positive, positive_int, setting
 from training.optim import OPTIMIZERS, SCHEDULES
+from training.transforms import TRANSFORMS
 from zoo.errors import UserInputError
 
 NOT_RECIPE = ("out", "resume", "overwrite", "verbose", "data_dir", "download", "allow_recipe_change", "recipe_defaults")
@@ -69,6 +70,7 @@ class TrainConfig:
         "--input-noise", "stddev of Gaussian noise added to every training input, in pixel units: the base "
         "classifier of randomized smoothing (Cohen et al. 2019; certify it with --suite certify --certify-sigmas "
         "SIGMA)", non_negative, metavar="SIGMA"))
+    transforms: dict = setting(default_factory=dict)  # {name: value} of registered batch transforms (their own flags)
     allow_recipe_change: bool = False  # --resume with a changed lr, epochs or estimator option
     recipe_defaults: dict | None = None  # which row of training.recipes filled unset flags, and with what (recorded)
 
@@ -107,13 +109,17 @@ class TrainConfig:
             if not value >= 0:
                 raise UserInputError(f"{label} must be >= 0, got {value}")
         adversarial_settings.check(self.adversarial, self.method)
+        for name in self.transforms:
+            TRANSFORMS.entry(name)  # unknown names: one line naming the choices
 
 
     def recipe(self) -> dict:
         """The settings that decide the trained weights (not where they go or how loud): what
         ``--resume`` must match."""
-        return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_RECIPE},
-                                     default=str))
+        recipe = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_RECIPE}
+        if not recipe["transforms"]:  # no registered transform set: the record runs made before they existed have
+            del recipe["transforms"]
+        return json.loads(json.dumps(recipe, default=str))
 
 
 def _finite(value) -> bool:

@@ -37,6 +37,7 @@ from training.optim import (  # noqa: F401  (LR_SCHEDULES, InverseDecay, Triangu
 from training.pipeline import epoch_dataset
 from training.registry import create_estimator
 from training.trainer import Trainer
+from training.transforms import build_transforms
 from zoo.data import Dataset, load_dataset
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.export import export_model, output_kind, read_metadata
@@ -266,18 +267,15 @@ def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
     return correct / max(len(x), 1)
 
 
-def adversarial_training(config: TrainConfig, estimator, steps_per_epoch: int) -> tuple:
-    """``(estimator, transforms)`` with ``config.input_noise`` and ``config.adversarial`` applied:
-    Gaussian input noise is a batch transform (:class:`training.augment.GaussianInputNoise`), the
-    adversarial settings add theirs after it or replace the estimator
-    (:func:`training.adversarial_settings.build`)."""
-    noise = []
-    if config.input_noise > 0:
-        from training.augment import GaussianInputNoise
-        noise = [GaussianInputNoise(config.input_noise, seed=config.seed)]
+def estimator_and_transforms(config: TrainConfig, estimator, steps_per_epoch: int) -> tuple:
+    """``(estimator, transforms)``: the registered batch transforms (:mod:`training.transforms`;
+    Gaussian input noise, ``config.input_noise``, is the built-in one, then those of
+    ``config.transforms``), then the adversarial settings' transforms, or the estimator they
+    replace (:func:`training.adversarial_settings.build`)."""
+    registered = build_transforms({"input_noise": config.input_noise, **config.transforms}, config.seed)
     estimator, transforms = adversarial_settings.build(config.adversarial, estimator, seed=config.seed,
                                                        steps_per_epoch=steps_per_epoch, loss=config.loss)
-    return estimator, [*noise, *transforms]
+    return estimator, [*registered, *transforms]
 
 
 def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | None = None,
@@ -307,7 +305,7 @@ def _build_trainer(config: TrainConfig, data: Dataset, estimator, strategy) -> t
         model = build_model(config, data)
         init = initialize_from(model, config.init_from) if config.init_from else None
         steps_per_epoch = -(-len(data.x_train) // config.batch_size)
-        estimator, transforms = adversarial_training(config, estimator, steps_per_epoch)
+        estimator, transforms = estimator_and_transforms(config, estimator, steps_per_epoch)
         trainer = Trainer(model, estimator, transforms)
         lr = make_learning_rate(config.lr, config.lr_schedule, config.epochs * steps_per_epoch)
         trainer.compile(optimizer=make_optimizer(config.optimizer, lr, config.weight_decay))
@@ -368,6 +366,11 @@ def _metrics(config: TrainConfig, model, data: Dataset, seconds: float, history:
     return metrics
 
 
+def _transform_config(transform) -> dict:
+    """A batch transform as metadata: its own ``config()``, else its class name (a plugin's may have none)."""
+    return transform.config() if hasattr(transform, "config") else {"transform": type(transform).__name__}
+
+
 def _metadata(config: TrainConfig, model, data: Dataset, estimator, transforms, parts: list, init, guard,
               metrics: dict, command: str | None, argv: list[str] | None) -> dict:
     """The export's ``metadata.json``: architecture, data set, training (the recipe and how the run
@@ -380,7 +383,7 @@ def _metadata(config: TrainConfig, model, data: Dataset, estimator, transforms, 
         "dataset": {"name": data.name, "source": data.source, "files": dict(data.files),
                     "value_range": list(data.value_range), "train_examples": len(data.x_train),
                     "test_examples": len(data.x_test)},
-        "training": {"method": estimator.config(), "transforms": [t.config() for t in transforms],
+        "training": {"method": estimator.config(), "transforms": [_transform_config(t) for t in transforms],
                      "epochs": config.epochs, "batch_size": config.batch_size,
                      "lr": config.lr, "lr_schedule": config.lr_schedule, "optimizer": config.optimizer,
                      "weight_decay": config.weight_decay,

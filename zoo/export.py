@@ -16,7 +16,7 @@ signature          inputs                                      outputs
                                                                the noise-free logits); ``classes``: int64 ``[N]``
 ``noisy_vote``     ``images`` as above; ``stddev``: float32     ``vote_counts``: int32 ``[N, C]``;
                    scalar in [0, MAX_STDDEV]; ``votes``: int32  ``classes``: int64 ``[N]`` (majority class)
-                   scalar in [1, MAX_VOTES]
+                   scalar in [1, VOTES_CAP]
 =================  ==========================================  ===============================================
 
 "In range" is the data set's value range: [0, 1] for pixels, [-1, 1] for stroke steps.
@@ -47,9 +47,8 @@ from zoo.data import file_sha256
 from zoo.errors import OutputExistsError, UserInputError
 from zoo.files import write_text_atomic
 from zoo.noise_context import noise_override
-from zoo.voting import vote_counts
+from zoo.voting import VOTES_CAP, vote_counts
 
-MAX_VOTES = 100
 MAX_STDDEV = 10.0
 SAVEDMODEL_VERSION = "1"
 METADATA = "metadata.json"
@@ -175,7 +174,7 @@ def build_export_archive(model: keras.Model, value_range=(0.0, 1.0)) -> keras.ex
         checks = [tf.debugging.assert_greater_equal(stddev, 0.0, message="stddev must be >= 0"),
                   tf.debugging.assert_less_equal(stddev, MAX_STDDEV, message=f"stddev must be <= {MAX_STDDEV}"),
                   tf.debugging.assert_greater_equal(votes, 1, message="votes must be >= 1"),
-                  tf.debugging.assert_less_equal(votes, MAX_VOTES, message=f"votes must be <= {MAX_VOTES}")]
+                  tf.debugging.assert_less_equal(votes, VOTES_CAP, message=f"votes must be <= {VOTES_CAP}")]
         with tf.control_dependencies(checks):  # checked before any op uses them (a zero vote count divides)
             images, stddev, votes = tf.identity(images), tf.identity(stddev), tf.identity(votes)
         counts = vote_counts(model, images, votes, stddev)
@@ -211,7 +210,7 @@ def export_model(model: keras.Model, out_dir: str | os.PathLike, metadata: dict,
                                                      f"in [{value_range[0]:g}, {value_range[1]:g}]"},
                                 "outputs": {"probabilities": "float32 [N, C]", "classes": "int64 [N]"}},
             "noisy_vote": {"inputs": {"images": "as serving_default", "stddev": f"float32 [] in [0, {MAX_STDDEV}]",
-                                      "votes": f"int32 [] in [1, {MAX_VOTES}]"},
+                                      "votes": f"int32 [] in [1, {VOTES_CAP}]"},
                            "outputs": {"vote_counts": "int32 [N, C]", "classes": "int64 [N]"}},
         }
         meta["files"] = file_checksums(tmp)

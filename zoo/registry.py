@@ -5,7 +5,9 @@ by name, create by name with overrides, list by pattern.
 
 The pattern is timm's: a decorator in the file that defines an entry registers it, and the
 registry imports every module of its package before it is first read, so a new entry is one new
-file imported by no one (:func:`import_submodules`).
+file imported by no one (:func:`import_submodules`). Code outside glrzoo's packages registers the
+same way from a plugin module (:func:`load_plugins`): named in ``$GLRZOO_PLUGINS``, or declared by
+an installed package under the entry-point group ``glrzoo.plugins``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,37 @@ import keras
 from zoo.errors import UserInputError
 
 _IMPORTED: set[str] = set()
+PLUGINS_ENV = "GLRZOO_PLUGINS"
+PLUGIN_GROUP = "glrzoo.plugins"
+
+
+def load_plugins() -> None:
+    """Import every plugin module once, so that its decorators register its entries (models,
+    estimators, batch transforms, attacks, corruptions, suites...): the modules named in
+    ``$GLRZOO_PLUGINS`` (comma-separated, importable from ``sys.path``) and those installed
+    packages declare under the entry-point group ``glrzoo.plugins``::
+
+        [project.entry-points."glrzoo.plugins"]
+        my_attacks = "my_package.attacks"
+
+    A plugin that cannot be imported is refused in one line naming it."""
+    import importlib
+    import os
+    from importlib import metadata
+
+    modules = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    modules += [ep.value.split(":")[0] for ep in metadata.entry_points(group=PLUGIN_GROUP)]
+    for module in modules:
+        key = f"plugin:{module}"
+        if key in _IMPORTED:
+            continue
+        _IMPORTED.add(key)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            _IMPORTED.discard(key)
+            raise UserInputError(f"glrzoo plugin {module!r} (from ${PLUGINS_ENV} or the {PLUGIN_GROUP!r} entry "
+                                 f"points) cannot be imported ({e}); fix its name or put it on the Python path") from None
 
 
 def import_submodules(package: str) -> None:
@@ -79,9 +112,10 @@ class Registry(dict):
         return wrap
 
     def load(self) -> None:
-        """Import the package's modules (once), so that every entry is registered."""
+        """Import the package's modules and the plugins (each once), so that every entry is registered."""
         if self.package is not None:
             import_submodules(self.package)
+        load_plugins()
 
     def names(self, pattern: str = "*", where: Callable | None = None) -> list[str]:
         """Names matching the shell-style ``pattern`` whose entry satisfies ``where``, in registration order."""

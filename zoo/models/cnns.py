@@ -36,7 +36,7 @@ def lenet(input_shape, num_classes, *, filters=(20, 50), dense=500, dropout=0.5,
 
 def cnn6(input_shape, num_classes, *, filters=(32, 32, 64, 64), dense=200, activation="relu",
          noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="cnn6") -> keras.Model:
-    """The noisy-inference paper's 6-layer CNN (Qin and Vucinic 2018, Table 1).
+    """Qin and Vucinic 2018's 6-layer CNN (noisy inference, Table 1).
 
     Conv-BN, Noise-ReLU, Conv-BN, Noise-ReLU, MaxPool, Conv-BN, Noise-ReLU, Conv-BN, Noise-ReLU,
     MaxPool, FC-BN, Noise-ReLU, FC-Noise. Widths were lost from the paper; the defaults (32, 32,

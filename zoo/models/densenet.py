@@ -1,4 +1,4 @@
-"""DenseNet (Huang et al. 2017) with a noisy conv-BN unit, as the noisy-inference paper used on CIFAR-10."""
+"""DenseNet (Huang et al. 2017) with a noisy conv-BN unit, as Qin and Vucinic 2018 (noisy inference) used on CIFAR-10."""
 from __future__ import annotations
 
 import keras
@@ -35,7 +35,7 @@ def densenet(input_shape, num_classes, *, depth=40, growth_rate=12, initial_filt
     """DenseNet of ``depth`` layers: 3 dense blocks of ``(depth - 4) / 3`` layers each.
 
     Each unit is conv-BN-noise-activation (noise right after every matrix multiply, as the
-    noisy-inference paper requires) instead of the original BN-ReLU-conv order. DenseNet-40 with
+    noisy-inference paper, Qin and Vucinic 2018, requires) instead of the original BN-ReLU-conv order. DenseNet-40 with
     growth 12 (the default) has about 1M parameters. Input ``[H, W, C]``, output logits.
 
     ``classifier_grid`` (``k``): the classifier reads the final ``[H, W, C]`` map averaged over
