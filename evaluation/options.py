@@ -34,20 +34,27 @@ class NoSettings:
     """The settings of a part that has none."""
 
 
-def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[[str], Any] | None = None,
+def option(default: Any, help: str, *, flag: str | tuple[str, ...] | None = None, parse: Callable[[str], Any] | None = None,
            check: Callable[[Any], None] | None = None, shown: str | None = None, nargs: str | None = None):
     """A settings field: its ``default``, one line of ``help``, its ``flag`` (default: ``--`` and
-    the field name with dashes), ``parse`` (command-line text -> value; default: the text),
-    ``check`` (value -> ``None``, or :class:`UserInputError`), the default as ``--help`` shows it
-    and argparse's ``nargs`` (``"*"``: ``parse`` gets the list of words)."""
+    the field name with dashes; a tuple: the flag, then older names it still answers to), ``parse``
+    (command-line text -> value; default: the text), ``check`` (value -> ``None``, or
+    :class:`UserInputError`), the default as ``--help`` shows it and argparse's ``nargs`` (``"*"``:
+    ``parse`` gets the list of words)."""
     metadata = {"help": help, "flag": flag, "parse": parse, "check": check, "shown": shown, "nargs": nargs}
     if isinstance(default, (list, dict, set)):
         raise TypeError("option defaults must be immutable (use a tuple)")
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def flags_of(field: dataclasses.Field) -> tuple[str, ...]:
+    """The field's flag and the older names it still answers to."""
+    flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+    return (flag,) if isinstance(flag, str) else tuple(flag)
+
+
 def flag_of(field: dataclasses.Field) -> str:
-    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+    return flags_of(field)[0]
 
 
 def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
@@ -56,7 +63,7 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: ty
         shown = f.metadata.get("shown") or _text(f.default)
         extra = {"nargs": f.metadata["nargs"]} if f.metadata.get("nargs") else {}
         text = f"{f.metadata['help']} (default: {shown})".replace("%", "%%")
-        parser.add_argument(flag_of(f), dest=f.name, default=None, help=text, **extra)
+        parser.add_argument(*flags_of(f), dest=f.name, default=None, help=text, **extra)
 
 
 def given(classes: Iterable[type], args: argparse.Namespace) -> dict:

@@ -136,7 +136,8 @@ class VotingSettings:
 
     stddevs: tuple[float, ...] = option((0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "inference stddevs of the voting grid",
                                         **reals(0, MAX_STDDEV))
-    votes_list: tuple[int, ...] = option((1, 5, 10, 20), "vote counts of the voting grid", flag="--votes",
+    votes_list: tuple[int, ...] = option((1, 5, 10, 20), "vote counts of the voting grid (--votes is its older name)",
+                                         flag=("--grid-votes", "--votes"),
                                          **integers(1, VOTES_CAP))
     vote_repeats: int = option(3, "repeats of each noisy cell of the voting grid", **integer(1))
     abstain_alpha: float | None = option(0.05, "level of the randomized-smoothing abstention rows (Cohen et al. "

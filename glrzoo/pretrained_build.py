@@ -117,6 +117,8 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
                                                                        lr_schedule="cosine")),
     "mnist/smallcnn_gauss0.5": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.5, epochs=10, lr=0.001,
                                                                       lr_schedule="cosine")),
+    "mnist/smallcnn_gauss1.0": Recipe("smallcnn", "mnist", "bp", dict(input_noise=1.0, epochs=15, lr=0.001,
+                                                                      lr_schedule="cosine")),
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
         epochs=16, lr=0.003, lr_schedule="cosine", model_args={"units": 64}, method_args={"lstm_steps": 16, "sigma": 0.1})),
 }

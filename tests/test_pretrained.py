@@ -28,8 +28,9 @@ def test_the_promised_set_is_shipped_small_and_evaluated():
     # each weight stored once per format (model.keras and the SavedModel): the full-size cnn6
     # exports (bp, glr_local, additive noise, multiplicative noise 0.2 and 1.0) are 5.7 MiB each,
     # madry_cnn (fc 256) 6.8 MiB, the full LeNet 3.5 MiB, each depth-10 DenseNet 1 MiB, each SmallCNN (TRADES,
-    # Gaussian-noise base classifiers) 1.6 MiB; 57.6 MiB in all with the TRADES model
-    assert size < 60 * 2**20, size / 2**20
+    # Gaussian-noise base classifiers) 1.6 MiB; 61.3 MiB in all with the sigma-1.0 model; room for three more
+    # SmallCNNs (the robust zoo grows by these 1.6 MiB models)
+    assert size < 66 * 2**20, size / 2**20
     for name in REQUIRED:
         meta = zoo.describe_pretrained(name)
         assert meta["command"] and meta["training"]["seed"] is not None and meta["versions"]["tensorflow"]

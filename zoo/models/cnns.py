@@ -1,5 +1,6 @@
 """Convolutional families: BANG's LeNet (Rozsa, Günther and Boult 2016), CNN6 (Qin and Vucinic 2018),
-Madry et al. 2018's MNIST CNN and TRADES' SmallCNN (Zhang et al. 2019)."""
+Madry et al. 2018's MNIST CNN, Wong, Rice and Kolter 2020's MNIST CNN and TRADES' SmallCNN (Zhang et
+al. 2019)."""
 from __future__ import annotations
 
 import keras
@@ -70,6 +71,27 @@ def madry_cnn(input_shape, num_classes, *, filters=(32, 64), dense=1024, activat
     return keras.Model(inputs, outputs, name=name)
 
 
+def wong_cnn(input_shape, num_classes, *, filters=(16, 32), dense=100, activation="relu", noise="additive",
+             train_stddev=0.0, infer_stddev=0.0, seed=0, kernel_initializer="glorot_uniform",
+             name="wong_cnn") -> keras.Model:
+    """Wong, Rice and Kolter 2020's MNIST CNN ("Fast is better than free", their code's
+    ``mnist_net``): conv4x4(16, stride 2)-conv4x4(32, stride 2)-fc(100)-fc(classes), ReLU, padding
+    1 on 28x28 (Keras ``same``: 28 -> 14 -> 7). Input ``[H, W, C]``, output logits (166k
+    parameters on MNIST). Glorot-uniform kernels (Keras' default; PyTorch's default is of the same
+    scale), not the He-normal of the other conv families: fast single-step training is sensitive to
+    the initial scale."""
+    na = NoiseArgs(noise, train_stddev, infer_stddev, seed)
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = NoisyConv2D(f, 4, strides=2, padding="same", activation=activation, name=f"conv_{i + 1}",
+                        kernel_initializer=kernel_initializer, **na.layer(i))(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = NoisyDense(dense, activation=activation, name="dense_1", **na.layer(len(filters)))(x)
+    outputs = NoisyDense(num_classes, name="logits", **na.layer(len(filters) + 1))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def smallcnn(input_shape, num_classes, *, filters=(32, 32, 64, 64), dense=(200, 200), dropout=0.5, activation="relu",
              noise="additive", train_stddev=0.0, infer_stddev=0.0, seed=0, name="smallcnn") -> keras.Model:
     """TRADES' MNIST SmallCNN (Zhang, Yu, Jiao, Xing, El Ghaoui and Jordan 2019, their code's ``SmallCNN``).
@@ -101,6 +123,8 @@ register_model("cnn6", "Qin and Vucinic 2018's 6-layer CNN (conv-BN-noise-ReLU x
 register_model("test_cnn6", "tiny CNN6 for fast tests", filters=(2, 2, 4, 4), dense=8, name="test_cnn6")(cnn6)
 register_model("madry_cnn", "Madry et al. 2018's MNIST CNN (conv32-pool-conv64-pool-fc1024), a transfer-attack source")(madry_cnn)
 register_model("test_madry_cnn", "tiny Madry CNN for fast tests", filters=(2, 4), dense=8, name="test_madry_cnn")(madry_cnn)
+register_model("wong_cnn", "Wong, Rice and Kolter 2020's MNIST CNN (fast adversarial training): conv16/4s2-"
+               "conv32/4s2-fc100")(wong_cnn)
 register_model("smallcnn", "TRADES' MNIST SmallCNN (Zhang et al. 2019): conv32-conv32-pool-conv64-conv64-pool-"
                "fc200-fc200")(smallcnn)
 register_model("test_smallcnn", "tiny SmallCNN for fast tests", filters=(2, 2, 4, 4), dense=(8, 8),
