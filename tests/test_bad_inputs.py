@@ -299,8 +299,9 @@ CLI_CASES = {
     "evaluate_eps_inf": (lambda t, e: ["evaluate", e, "--eps", "0.1,inf", "--out", t / "r"], 2, "--eps"),
     "evaluate_eps_big": (lambda t, e: ["evaluate", e, "--eps", "3", "--out", t / "r"], 2, "in [0, 1]"),
     "evaluate_votes_zero": (lambda t, e: ["evaluate", e, "--suite", "voting", "--votes", "0", "--out", t / "r"], 2,
-                            "--votes"),
-    "evaluate_votes_huge": (lambda t, e: ["evaluate", e, "--votes", "1,100000", "--out", t / "r"], 2, "--votes"),
+                            "--grid-votes"),  # --votes: the flag's older name
+    "evaluate_votes_huge": (lambda t, e: ["evaluate", e, "--grid-votes", "1,100000", "--out", t / "r"], 2,
+                            "--grid-votes"),
     "evaluate_votes_float": (lambda t, e: ["evaluate", e, "--votes", "1.5", "--out", t / "r"], 2, "integers"),
     "evaluate_stddevs_nan": (lambda t, e: ["evaluate", e, "--stddevs", "0,nan", "--out", t / "r"], 2, "--stddevs"),
     "evaluate_stddevs_negative": (lambda t, e: ["evaluate", e, "--stddevs", "-1", "--out", t / "r"], 2, "--stddevs"),

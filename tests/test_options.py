@@ -74,7 +74,7 @@ def test_flags_are_derived_and_unset_flags_keep_the_defaults():
     assert values == {"whitebox_attacks": ("pgd", "fgsm"), "votes_list": (1, 3), "reference_attack": None}
     assert make(VotingSettings, **{k: v for k, v in values.items() if k == "votes_list"}).stddevs == \
         VotingSettings().stddevs
-    with pytest.raises(UserInputError, match=r"^--votes: each value must be an integer in \[1, 10000\], got 0$"):
+    with pytest.raises(UserInputError, match=r"^--grid-votes: each value must be an integer in \[1, 10000\], got 0$"):
         given([VotingSettings], parser.parse_args(["--votes", "1,0"]))
     assert "(default: 1,5,10,20)" in parser.format_help()
 
