@@ -164,6 +164,28 @@ def test_a_guarded_run_that_stops_early_says_so_in_its_metadata(monkeypatch, tmp
     assert meta["metrics"]["epochs_run"] == 2 and meta["training"]["parts"][-1]["end_epoch"] == 2
 
 
+def test_a_run_that_ends_not_robust_is_reported_with_the_fix(monkeypatch, capsys):
+    """A collapse with no robust epoch to fall back on, or a fall too small to stop at (0.12 -> 0),
+    finishes, but says so."""
+    from training.adversarial import OverfittingGuard
+    from training.run import TrainConfig, train
+
+    scripted = _Scripted([0.12, 0.05, 0.0])
+    monkeypatch.setattr(OverfittingGuard, "probe_accuracy", lambda self: scripted())
+    meta = train(TrainConfig(model="test_mlp", dataset="digits", epochs=3, lr=3e-3, verbose=0,
+                             adversarial={"eps": 0.1, "step": 0.125, "iterations": 1, "random_start": True,
+                                          "fraction": 1.0}))
+    record = meta["training"]["overfitting_guard"]
+    assert record["not_robust"] is True and record["stopped_after_epoch"] is None
+    assert meta["metrics"]["epochs_run"] == 3
+    err = capsys.readouterr().err
+    assert "is 0.000 at the end (best 0.120)" in err and "--adversarial pgd or trades" in err
+    scripted = _Scripted([0.3, 0.35, 0.4])
+    assert train(TrainConfig(model="test_mlp", dataset="digits", epochs=3, lr=3e-3, verbose=0, adversarial={
+        "eps": 0.1, "step": 0.125, "iterations": 1, "random_start": True, "fraction": 1.0}))[
+        "training"]["overfitting_guard"]["not_robust"] is False
+
+
 # ---- TRADES (Zhang et al. 2019) and the eps ramp
 
 

@@ -297,7 +297,7 @@ def train(config: TrainConfig, data: Dataset | None = None, argv: list[str] | No
         return _train(config, data, argv, callbacks, command, strategy)
 
 
-def _build_trainer(config: TrainConfig, data: Dataset, estimator, strategy) -> tuple:
+def build_trainer(config: TrainConfig, data: Dataset, estimator, strategy) -> tuple:
     """``(model, trainer, estimator, transforms, init record)``: the network (with ``--init-from``
     weights), the estimator and batch transforms of the adversarial and noise settings, and the
     compiled, built :class:`Trainer` (inside ``strategy``'s scope)."""
@@ -412,7 +412,7 @@ def _train(config: TrainConfig, data: Dataset | None, argv: list[str] | None, ca
     data = data.subset(config.train_limit, config.test_limit)
 
     keras.utils.set_random_seed(config.seed)
-    model, trainer, estimator, transforms, init = _build_trainer(config, data, estimator, strategy)
+    model, trainer, estimator, transforms, init = build_trainer(config, data, estimator, strategy)
 
     start_epoch = restore_checkpoint(trainer, ckpt) if (ckpt is not None and config.resume) else 0
     chief = _is_chief(strategy)

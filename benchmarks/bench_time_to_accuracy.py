@@ -1,0 +1,183 @@
+"""Time to accuracy: forward-only training against backprop, interleaved in one process.
+
+Two runs of the same model are trained side by side, each with its own recipe (``training.recipes``:
+learning rate, schedule, epochs), on the same batches in the same order: they take turns, ``--chunk``
+optimizer steps at a time, so both see the same machine load (this 2-core machine is shared and
+noisy). After every chunk each run's test accuracy on a fixed held-out set (the first ``--eval``
+test images; evaluation time not counted) is recorded against its cumulative training wall time.
+Printed: the wall time and steps to each ``--targets`` accuracy, their ratio (forward-only /
+backprop), each run's accuracy when the other reached the target, and peak memory.
+
+``--profile`` first times one step of each part of the forward-only step (issue 30: where the
+time goes): the clean pass alone, the step with only the output layer credited (``top_only``: the
+clean pass, the output layer's replicated noisy logits and its score), the full step, and the
+backprop step, ``--profile-steps`` steps each after a warm-up.
+
+    python benchmarks/bench_time_to_accuracy.py cnn6 [--targets 0.97,0.98] [--chunk 50] [--eval 2000]
+    python benchmarks/bench_time_to_accuracy.py mlp [--targets 0.95]
+    python benchmarks/bench_time_to_accuracy.py cnn6 --profile --max-epochs 0
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+from common import data_dir, peak_rss_mib
+
+from training.config import TrainConfig
+from training.recipes import fill_settings
+from training.registry import create_estimator
+from training.run import build_trainer, evaluate_accuracy
+from zoo.data import load_dataset
+
+SETUPS = {  # (model, data set, {label: (method, settings over the recipe)})
+    "cnn6": ("cnn6", "mnist", {"bp": ("bp", {}), "glr_local": ("glr_local", {})}),
+    "mlp": ("glr_mlp", "mnist", {"bp": ("bp", {"lr": 1e-3, "activation": "sigmoid"}),
+                                 "glr": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
+                                     "replications": 100, "shared_noise": True, "baseline": True}})}),
+}
+
+
+@dataclasses.dataclass
+class Run:
+    label: str
+    config: TrainConfig
+    trainer: object = None
+    model: object = None
+    seconds: float = 0.0
+    steps: int = 0
+    curve: list = dataclasses.field(default_factory=list)  # (seconds, steps, accuracy)
+
+    def reached(self, target: float):
+        """(seconds, steps) of the first evaluation at or above ``target``, else None."""
+        return next(((s, k) for s, k, a in self.curve if a >= target), None)
+
+    def accuracy_at(self, seconds: float) -> float:
+        """Accuracy of the last evaluation made within ``seconds`` of training."""
+        return max((a for s, k, a in self.curve if s <= seconds), default=float("nan"))
+
+
+def make_run(label: str, model: str, dataset: str, method: str, over: dict, data, batch: int, seed: int) -> Run:
+    given = {"method_args": {}, "adversarial": None, **over}
+    settings, applied = fill_settings(model, dataset, method, given, use_recipe=True)
+    config = TrainConfig(model=model, dataset=dataset, method=method, seed=seed, verbose=0, recipe_defaults=applied,
+                         **{**settings, "batch_size": batch})
+    estimator = create_estimator(method, loss=config.loss, **config.method_args)
+    net, trainer, *_ = build_trainer(config, data, estimator, None)
+    return Run(label, config, trainer, net)
+
+
+def batches(n: int, batch: int, seed: int):
+    """Index arrays of every batch, epoch after epoch (a fresh permutation each epoch), forever."""
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n)
+        for i in range(0, n - batch + 1, batch):
+            yield order[i:i + batch]
+
+
+def train_chunk(run: Run, data, chunk: list) -> None:
+    start = time.perf_counter()
+    for idx in chunk:
+        run.trainer.train_on_batch(data.x_train[idx], data.y_train[idx])
+    run.seconds += time.perf_counter() - start
+    run.steps += len(chunk)
+
+
+def race(runs: list[Run], data, targets, chunk: int, eval_n: int, max_steps: int, seed: int) -> None:
+    x_eval, y_eval = data.x_test[:eval_n], data.y_test[:eval_n]
+    order = batches(len(data.x_train), runs[0].config.batch_size, seed)
+    active = list(runs)
+    while active:
+        step_chunk = [next(order) for _ in range(chunk)]  # the same batches for every run
+        for run in list(active):
+            train_chunk(run, data, step_chunk)
+            acc = evaluate_accuracy(run.model, x_eval, y_eval)
+            run.curve.append((run.seconds, run.steps, acc))
+            print(f"  {run.label:<10} {run.steps:>6} steps {run.seconds:8.1f} s  acc {100 * acc:6.2f}%", flush=True)
+            if run.reached(max(targets)) or run.steps >= max_steps:
+                active.remove(run)
+
+
+def report(runs: list[Run], targets) -> None:
+    ref, other = runs
+    print(f"\n| target | {ref.label} s (steps) | {other.label} s (steps) | ratio | {other.label} acc at {ref.label}'s "
+          f"time | {ref.label} acc at {other.label}'s time |")
+    print("|---|---|---|---|---|---|")
+    for t in targets:
+        a, b = ref.reached(t), other.reached(t)
+        cell = lambda r: f"{r[0]:.1f} ({r[1]})" if r else "not reached"  # noqa: E731
+        ratio = f"{b[0] / a[0]:.2f}" if a and b else "-"
+        at_a = f"{100 * other.accuracy_at(a[0]):.2f}" if a else "-"
+        at_b = f"{100 * ref.accuracy_at(b[0]):.2f}" if b else "-"
+        print(f"| {100 * t:g}% | {cell(a)} | {cell(b)} | {ratio} | {at_a} | {at_b} |")
+    for run in runs:
+        print(f"{run.label}: {run.steps} steps in {run.seconds:.1f} s ({1000 * run.seconds / max(run.steps, 1):.1f} "
+              f"ms/step), final {100 * run.curve[-1][2]:.2f}%; settings {run.config.recipe()}")
+
+
+def profile(model: str, dataset: str, data, batch: int, steps: int, seed: int) -> None:
+    """Seconds per step of the parts of the local GLR step, and of backprop's."""
+    import tensorflow as tf
+
+    from zoo.noise_context import record_local
+
+    parts = {"backprop step": ("bp", {}), "local GLR, output layer only (top_only)": ("glr_local", {"top_only": True}),
+             "local GLR, full step": ("glr_local", {})}
+    xb, yb = data.x_train[:batch], data.y_train[:batch]
+    rows = []
+    for label, (method, extra) in parts.items():
+        run = make_run(label, model, dataset, method, {"method_args": extra}, data, batch, seed)
+        for _ in range(3):
+            run.trainer.train_on_batch(xb, yb)  # trace and warm up
+        start = time.perf_counter()
+        for _ in range(steps):
+            run.trainer.train_on_batch(xb, yb)
+        rows.append((label, (time.perf_counter() - start) / steps))
+        if method == "glr_local" and not extra:
+            clean = tf.function(lambda x, m=run.model: _clean_pass(m, x, record_local))
+            clean(tf.constant(xb))
+            start = time.perf_counter()
+            for _ in range(steps):
+                clean(tf.constant(xb)).numpy()
+            rows.insert(1, ("clean pass (training mode, inputs recorded)", (time.perf_counter() - start) / steps))
+    base = rows[0][1]
+    for label, sec in rows:
+        print(f"{label:<48} {1000 * sec:8.1f} ms/step  x{sec / base:5.2f} of backprop")
+
+
+def _clean_pass(model, x, record_local):
+    with record_local():
+        return model(x, training=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("setup", choices=sorted(SETUPS))
+    p.add_argument("--targets", default=None, help="comma-separated accuracies (default: cnn6 0.97,0.98; mlp 0.95)")
+    p.add_argument("--chunk", type=int, default=50, help="optimizer steps per turn")
+    p.add_argument("--eval", type=int, default=2000, help="held-out test images evaluated after every turn")
+    p.add_argument("--max-epochs", type=float, default=4.0, help="stop a run that has not reached the targets")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--profile", action="store_true", help="time the parts of a step first")
+    p.add_argument("--profile-steps", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    model, dataset, methods = SETUPS[args.setup]
+    targets = [float(t) for t in (args.targets or ("0.97,0.98" if args.setup == "cnn6" else "0.95")).split(",")]
+    data = load_dataset(dataset, data_dir())
+    if args.profile:
+        profile(model, dataset, data, args.batch_size, args.profile_steps, args.seed)
+    max_steps = int(args.max_epochs * len(data.x_train) / args.batch_size)
+    if max_steps:
+        runs = [make_run(label, model, dataset, method, over, data, args.batch_size, args.seed)
+                for label, (method, over) in methods.items()]
+        race(runs, data, targets, args.chunk, args.eval, max_steps, args.seed)
+        report(runs, targets)
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
