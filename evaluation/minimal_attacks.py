@@ -87,7 +87,7 @@ def lbfgs(fn: Callable, x, y, eps: float | None = None, target: np.ndarray | Non
 
 
 def hot_cold(fn: Callable, x, y, scales=None, iterations: int = 3) -> np.ndarray:
-    """Hot/cold attack targeting the most similar class (HC1 in the BANG paper).
+    """Hot/cold attack targeting the most similar class (HC1 of Rozsa, Günther and Boult 2016, the BANG paper).
 
     Direction ``d = grad_x (z_hot - z_cold)``: raise the "hot" class (the most similar wrong one),
     lower the "cold" one (the true class). A line search over ``scales`` (multiples of the unit-L-inf

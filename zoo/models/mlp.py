@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons: the GLR paper's 784-50-10 net and the 784-100-50-10 ReLU substitute."""
+"""Multi-layer perceptrons: Xiao et al. 2020's GLR 784-50-10 net and the 784-100-50-10 ReLU substitute."""
 from __future__ import annotations
 
 import keras
