@@ -110,12 +110,17 @@ def report(runs: list[Run], targets) -> None:
         a, b = ref.reached(t), other.reached(t)
         cell = lambda r: f"{r[0]:.1f} ({r[1]})" if r else "not reached"  # noqa: E731
         ratio = f"{b[0] / a[0]:.2f}" if a and b else "-"
-        at_a = f"{100 * other.accuracy_at(a[0]):.2f}" if a else "-"
-        at_b = f"{100 * ref.accuracy_at(b[0]):.2f}" if b else "-"
+        at_a = _pct(other.accuracy_at(a[0]), other) if a else "-"
+        at_b = _pct(ref.accuracy_at(b[0]), ref) if b else "-"
         print(f"| {100 * t:g}% | {cell(a)} | {cell(b)} | {ratio} | {at_a} | {at_b} |")
     for run in runs:
         print(f"{run.label}: {run.steps} steps in {run.seconds:.1f} s ({1000 * run.seconds / max(run.steps, 1):.1f} "
               f"ms/step), final {100 * run.curve[-1][2]:.2f}%; settings {run.config.recipe()}")
+
+
+def _pct(acc: float, run: Run) -> str:
+    """An accuracy in %, or when the run had no evaluation yet, when its first came."""
+    return f"{100 * acc:.2f}" if acc == acc else f"none yet (first at {run.curve[0][0]:.0f} s)"
 
 
 def profile(model: str, dataset: str, data, batch: int, steps: int, seed: int) -> None:
