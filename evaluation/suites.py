@@ -336,12 +336,16 @@ def plan(suites: Sequence[str | Suite], **settings) -> Plan:
     parts = {cls: make(cls, **values) for cls, values in given.items()}
     chosen = {}
     for item in suites:
-        entry = item.entry if isinstance(item, Suite) else get_suite(item)
-        base = dataclasses.asdict(item.settings) if isinstance(item, Suite) else {}
-        chosen[entry.name] = Suite(entry, make(entry.settings, **{**base, **given.get(entry.settings, {})}))
+        if isinstance(item, Suite):  # configured: the flat values go over its own
+            cls = item.entry.settings
+            chosen[item.name] = Suite(item.entry, make(cls, **{**dataclasses.asdict(item.settings),
+                                                               **given.get(cls, {})}))
+        else:
+            entry = get_suite(item)
+            chosen[entry.name] = Suite(entry, parts.get(entry.settings) or entry.settings())
     ordered = tuple(chosen[n] for n in list_suites() if n in chosen)
-    attacks = {n: parts.get(get_attack(n).settings) or get_attack(n).settings() for n in list_attacks()
-               if get_attack(n).settings is not NoSettings}
+    attack_classes = {n: get_attack(n).settings for n in list_attacks()}
+    attacks = {n: parts.get(cls) or cls() for n, cls in attack_classes.items() if cls is not NoSettings}
     return Plan(ordered, parts.get(SuiteSettings) or SuiteSettings(), attacks)
 
 

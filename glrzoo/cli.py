@@ -346,8 +346,8 @@ def _train_config(args) -> TrainConfig:
         data_dir=args.data_dir, download=args.download, train_limit=args.train_limit, test_limit=args.test_limit,
         resume=args.resume, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
         allow_recipe_change=args.allow_recipe_change, recipe_defaults=applied,
-        transforms={n: getattr(args, f"transform:{n}") for n in list_transforms()
-                    if getattr(args, f"transform:{n}", None) is not None and TRANSFORMS.entry(n).flag is not None})
+        transforms={n: getattr(args, f"transform:{n}") for n in list_transforms()  # only those with their own flag
+                    if getattr(args, f"transform:{n}", None) is not None})
 
 
 def _strategy(args) -> tf.distribute.Strategy | None:

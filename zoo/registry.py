@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import inspect
 import numbers
 from typing import Callable
@@ -24,6 +25,15 @@ from zoo.errors import UserInputError
 _IMPORTED: set[str] = set()
 PLUGINS_ENV = "GLRZOO_PLUGINS"
 PLUGIN_GROUP = "glrzoo.plugins"
+
+
+@functools.cache
+def _entry_point_plugins() -> tuple[str, ...]:
+    """The modules installed packages declare under :data:`PLUGIN_GROUP`, read once per process
+    (scanning every installed distribution costs milliseconds, and every registry read asks)."""
+    from importlib import metadata
+
+    return tuple(ep.value.split(":")[0] for ep in metadata.entry_points(group=PLUGIN_GROUP))
 
 
 def load_plugins() -> None:
@@ -38,11 +48,9 @@ def load_plugins() -> None:
     A plugin that cannot be imported is refused in one line naming it."""
     import importlib
     import os
-    from importlib import metadata
 
     modules = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-    modules += [ep.value.split(":")[0] for ep in metadata.entry_points(group=PLUGIN_GROUP)]
-    for module in modules:
+    for module in [*modules, *_entry_point_plugins()]:
         key = f"plugin:{module}"
         if key in _IMPORTED:
             continue
