@@ -16,6 +16,12 @@ backprop step, ``--profile-steps`` steps each after a warm-up.
     python benchmarks/bench_time_to_accuracy.py cnn6 [--targets 0.97,0.98] [--chunk 50] [--eval 2000]
     python benchmarks/bench_time_to_accuracy.py mlp [--targets 0.95]
     python benchmarks/bench_time_to_accuracy.py cnn6 --profile --max-epochs 0
+    python benchmarks/bench_time_to_accuracy.py cnn6 --runs bp,glr_local_lr1e-2,local_bp_lr1e-2 --heads
+
+``--runs`` races any of a setup's labels (the first is the reference each other is compared with):
+the diagnostic ``local_bp*`` runs follow the exact gradients of local GLR's objectives, so a GLR run
+that keeps pace with them is limited by its objective, not its variance; ``--heads`` prints each
+local head's accuracy (which layer lags).
 """
 from __future__ import annotations
 
@@ -32,8 +38,21 @@ from training.registry import create_estimator
 from training.run import build_trainer, evaluate_accuracy
 from zoo.data import load_dataset
 
-SETUPS = {  # (model, data set, {label: (method, settings over the recipe)})
-    "cnn6": ("cnn6", "mnist", {"bp": ("bp", {}), "glr_local": ("glr_local", {})}),
+SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); the first two labels race by default
+    "cnn6": ("cnn6", "mnist", {
+        "bp": ("bp", {}), "glr_local": ("glr_local", {}),
+        # diagnostics (--runs): the same local objectives with exact gradients, and learning rates
+        "local_bp": ("local_bp", {"lr": 3e-3, "lr_schedule": "cosine", "epochs": 6}),
+        "local_bp_lr1e-2": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6}),
+        "glr_local_lr1e-2": ("glr_local", {"lr": 1e-2}),
+        "glr_local_lr3e-2": ("glr_local", {"lr": 3e-2}),
+        # objective variants, exact gradients (does another local objective need fewer steps?)
+        "local_bp_grid2": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6, "method_args": {"grid": 2}}),
+        "local_bp_concat": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
+                                         "method_args": {"head_input": "concat"}}),
+        "local_bp_predsim": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
+                                          "method_args": {"sim_weight": 0.5}}),
+    }),
     "mlp": ("glr_mlp", "mnist", {"bp": ("bp", {"lr": 1e-3, "activation": "sigmoid"}),
                                  "glr": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
                                      "replications": 100, "shared_noise": True, "baseline": True}})}),
@@ -86,7 +105,27 @@ def train_chunk(run: Run, data, chunk: list) -> None:
     run.steps += len(chunk)
 
 
-def race(runs: list[Run], data, targets, chunk: int, eval_n: int, max_steps: int, seed: int) -> None:
+def head_accuracies(run: Run, x, y, batch: int = 500) -> list[float]:
+    """Accuracy of each local head on the clean pass (inference mode), then of the network's output.
+
+    For a local run (``glr_local``, ``local_bp``): which layer's objective lags. Empty for others."""
+    from zoo.noise_context import record_local
+
+    aux = getattr(run.trainer, "aux", None)
+    if aux is None:
+        return []
+    hits = None
+    for i in range(0, len(x), batch):
+        with record_local() as records:
+            logits = run.model(x[i:i + batch], training=False)
+        preds = [aux.logits(r.layer, r.layer.activate(r.preactivation), r.inputs["x"]) for r in records[:-1]]
+        row = np.array([np.sum(np.argmax(p, -1) == y[i:i + batch]) for p in [*preds, logits]])
+        hits = row if hits is None else hits + row
+    return list(hits / len(x))
+
+
+def race(runs: list[Run], data, targets, chunk: int, eval_n: int, max_steps: int, seed: int,
+         heads: bool = False) -> None:
     x_eval, y_eval = data.x_test[:eval_n], data.y_test[:eval_n]
     order = batches(len(data.x_train), runs[0].config.batch_size, seed)
     active = list(runs)
@@ -96,13 +135,23 @@ def race(runs: list[Run], data, targets, chunk: int, eval_n: int, max_steps: int
             train_chunk(run, data, step_chunk)
             acc = evaluate_accuracy(run.model, x_eval, y_eval)
             run.curve.append((run.seconds, run.steps, acc))
-            print(f"  {run.label:<10} {run.steps:>6} steps {run.seconds:8.1f} s  acc {100 * acc:6.2f}%", flush=True)
+            per_head = head_accuracies(run, x_eval, y_eval) if heads else []
+            print(f"  {run.label:<10} {run.steps:>6} steps {run.seconds:8.1f} s  acc {100 * acc:6.2f}%"
+                  + (f"  heads {' '.join(f'{100 * a:.1f}' for a in per_head[:-1])}" if per_head else ""), flush=True)
             if run.reached(max(targets)) or run.steps >= max_steps:
                 active.remove(run)
 
 
 def report(runs: list[Run], targets) -> None:
-    ref, other = runs
+    """One table per run after the first, each against the first (the reference)."""
+    for other in runs[1:]:
+        _compare(runs[0], other, targets)
+    for run in runs:
+        print(f"{run.label}: {run.steps} steps in {run.seconds:.1f} s ({1000 * run.seconds / max(run.steps, 1):.1f} "
+              f"ms/step), final {100 * run.curve[-1][2]:.2f}%; settings {run.config.recipe()}")
+
+
+def _compare(ref: Run, other: Run, targets) -> None:
     print(f"\n| target | {ref.label} s (steps) | {other.label} s (steps) | ratio | {other.label} acc at {ref.label}'s "
           f"time | {ref.label} acc at {other.label}'s time |")
     print("|---|---|---|---|---|---|")
@@ -113,9 +162,6 @@ def report(runs: list[Run], targets) -> None:
         at_a = _pct(other.accuracy_at(a[0]), other) if a else "-"
         at_b = _pct(ref.accuracy_at(b[0]), ref) if b else "-"
         print(f"| {100 * t:g}% | {cell(a)} | {cell(b)} | {ratio} | {at_a} | {at_b} |")
-    for run in runs:
-        print(f"{run.label}: {run.steps} steps in {run.seconds:.1f} s ({1000 * run.seconds / max(run.steps, 1):.1f} "
-              f"ms/step), final {100 * run.curve[-1][2]:.2f}%; settings {run.config.recipe()}")
 
 
 def _pct(acc: float, run: Run) -> str:
@@ -161,16 +207,23 @@ def _clean_pass(model, x, record_local):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("setup", choices=sorted(SETUPS))
+    p.add_argument("--runs", default=None, help="comma-separated labels of the setup to race, the reference first "
+                   "(default: the setup's first two; cnn6 also has local_bp, glr_local_lr1e-2, glr_local_lr3e-2)")
     p.add_argument("--targets", default=None, help="comma-separated accuracies (default: cnn6 0.97,0.98; mlp 0.95)")
     p.add_argument("--chunk", type=int, default=50, help="optimizer steps per turn")
     p.add_argument("--eval", type=int, default=2000, help="held-out test images evaluated after every turn")
     p.add_argument("--max-epochs", type=float, default=4.0, help="stop a run that has not reached the targets")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--heads", action="store_true", help="also print each local head's accuracy at every evaluation")
     p.add_argument("--profile", action="store_true", help="time the parts of a step first")
     p.add_argument("--profile-steps", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     model, dataset, methods = SETUPS[args.setup]
+    labels = args.runs.split(",") if args.runs else list(methods)[:2]
+    unknown = [label for label in labels if label not in methods]
+    if unknown or len(labels) < 2:
+        p.error(f"--runs needs two or more of {', '.join(methods)}; got {args.runs!r}")
     targets = [float(t) for t in (args.targets or ("0.97,0.98" if args.setup == "cnn6" else "0.95")).split(",")]
     data = load_dataset(dataset, data_dir())
     if args.profile:
@@ -178,8 +231,8 @@ def main() -> None:
     max_steps = int(args.max_epochs * len(data.x_train) / args.batch_size)
     if max_steps:
         runs = [make_run(label, model, dataset, method, over, data, args.batch_size, args.seed)
-                for label, (method, over) in methods.items()]
-        race(runs, data, targets, args.chunk, args.eval, max_steps, args.seed)
+                for label, (method, over) in ((label, methods[label]) for label in labels)]
+        race(runs, data, targets, args.chunk, args.eval, max_steps, args.seed, heads=args.heads)
         report(runs, targets)
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
 
