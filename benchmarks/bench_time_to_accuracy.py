@@ -46,6 +46,12 @@ SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); th
         "local_bp_lr1e-2": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6}),
         "glr_local_lr1e-2": ("glr_local", {"lr": 1e-2}),
         "glr_local_lr3e-2": ("glr_local", {"lr": 3e-2}),
+        "glr_local_top": ("glr_local", {"lr": 1e-2, "method_args": {"top_block": True}}),
+        # cheaper steps: one loss per position (all channels) instead of per 4 channels; fewer dense draws
+        "glr_local_patch": ("glr_local", {"lr": 1e-2, "method_args": {"grouping": "patch"}}),
+        "glr_local_cheap": ("glr_local", {"lr": 1e-2, "method_args": {"grouping": "patch", "dense_replications": 4}}),
+        "local_bp_top": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
+                                      "method_args": {"top_block": True}}),
         # objective variants, exact gradients (does another local objective need fewer steps?)
         "local_bp_grid2": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6, "method_args": {"grid": 2}}),
         "local_bp_concat": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
@@ -208,7 +214,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("setup", choices=sorted(SETUPS))
     p.add_argument("--runs", default=None, help="comma-separated labels of the setup to race, the reference first "
-                   "(default: the setup's first two; cnn6 also has local_bp, glr_local_lr1e-2, glr_local_lr3e-2)")
+                   "(default: the setup's first two; the others are diagnostics: local_bp*, learning rates, --top-block)")
     p.add_argument("--targets", default=None, help="comma-separated accuracies (default: cnn6 0.97,0.98; mlp 0.95)")
     p.add_argument("--chunk", type=int, default=50, help="optimizer steps per turn")
     p.add_argument("--eval", type=int, default=2000, help="held-out test images evaluated after every turn")

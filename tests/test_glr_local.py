@@ -291,6 +291,8 @@ def test_bad_settings_are_refused():
     pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat", "sim_weight": 0.7},
                  marks=LARGE),
     pytest.param("dense", {"sim_weight": 0.7, "sim_partners": 3}, marks=LARGE),
+    # the last hidden layer credited through the output layer by the real loss (no head of its own)
+    ("dense", {"top_block": True}),
 ])
 def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     """``local_bp`` (tape) is the exact gradient of the objectives local GLR estimates: the mean of
@@ -307,7 +309,8 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     heads = estimator.auxiliary(model)
     tf.random.set_seed(11)
     g = glr_estimates(estimator, model, heads, x, y, 150)
-    exact = local_bp(grid=2, lstm_steps=lstm_steps, sim_weight=options.get("sim_weight", 0.0))(
+    exact = local_bp(grid=2, lstm_steps=lstm_steps, sim_weight=options.get("sim_weight", 0.0),
+                     top_block=options.get("top_block", False))(
         model, x, y, 0, aux=heads).grads
     e = np.concatenate([np.ravel(v) for v in exact])
     se = g.std(0, ddof=1) / np.sqrt(len(g))
@@ -316,3 +319,26 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     worst = np.argmax(np.abs(g.mean(0) - e) - bound)
     assert np.all(np.abs(g.mean(0) - e) < bound), (
         f"coordinate {worst}: GLR mean {g.mean(0)[worst]:.5f} vs exact {e[worst]:.5f}, SE {se[worst]:.5f}")
+
+
+def test_top_block_credits_the_hidden_layer_through_the_output_layer():
+    """With ``top_block`` the hidden layer's unused head gets no update, its own gradient differs
+    from the head-credited one, and a model whose output layer does not read a dense layer is refused."""
+    from training.local_bp import local_bp
+    from zoo.errors import UserInputError
+
+    model = small_model("dense")
+    x, y = batch("dense")
+    heads = glr_local().auxiliary(model)
+    through, own = (local_bp(grid=2, top_block=flag)(model, x, y, 0, aux=heads).grads for flag in (True, False))
+    n = len(model.trainable_variables)
+    assert all(float(tf.reduce_max(tf.abs(g))) == 0.0 for g in through[n:])  # the head: nothing
+    assert any(float(tf.reduce_max(tf.abs(g))) > 1e-4 for g in own[n:])
+    hidden = model.trainable_variables[0]
+    assert float(tf.reduce_max(tf.abs(through[0] - own[0]))) > 1e-4 * float(tf.reduce_max(tf.abs(own[0])) + 1e-6)
+    assert hidden.shape == through[0].shape
+    conv = small_model("conv_bn")
+    xc, yc = batch("conv_bn")
+    for estimator in (glr_local(top_block=True), local_bp(top_block=True)):
+        with pytest.raises(UserInputError, match="top_block needs a dense output layer"):
+            estimator(conv, xc, yc, 0, aux=estimator.auxiliary(conv))

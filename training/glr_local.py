@@ -216,6 +216,25 @@ def _cell_matrix(size: int, grid: int) -> np.ndarray:
     return m
 
 
+def top_block_map(records: list) -> tf.Tensor:
+    """``[D, K]``: the output layer's kernel, the linear map from the last hidden layer's output to the logits.
+
+    With ``top_block`` the last hidden layer's noise is credited through it by the real loss:
+    a unit's output change ``d`` moves the logits by ``d * W_out[j]`` (the output layer is
+    linear in its input), so each hidden unit gets its own loss, as with a head, and the
+    estimate is unbiased for the loss of the two-layer block. Refused (one line) when the
+    output layer is not a plain linear dense layer on that output."""
+    if len(records) < 2:
+        raise UserInputError("top_block needs a hidden layer below the output layer")
+    out, below = records[-1].layer, records[-2].layer
+    plain = (isinstance(out, NoisyDense) and not out.batchnorm_enabled and out.activation in (None, "linear")
+             and isinstance(below, NoisyDense) and out.kernel.shape[0] == below.units)
+    if not plain:
+        raise UserInputError(f"top_block needs a dense output layer without batch norm or activation reading the "
+                             f"last hidden dense layer; {out.name} after {below.name} is not; drop --top-block")
+    return out.kernel
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalGLR:
     """Local, group-wise likelihood-ratio estimator (module docstring); build it with :func:`glr_local`.
@@ -247,6 +266,11 @@ class LocalGLR:
             its head's pooled features (0: the prediction loss alone). See :meth:`LocalGLR._sim_change`.
         sim_partners: ``M``, the batch examples each example's similarity row is compared with per
             step, drawn at random (an unbiased estimate of the row; cost and memory grow with ``M``).
+        top_block: the last hidden layer is credited through the output layer by the real loss
+            (the output layer is its head, and the two form one block) instead of by a head of its
+            own: the output layer no longer lags behind features trained for another read-out.
+            Needs a dense output layer without batch norm and with no activation, reading the last
+            hidden dense layer's output (every CNN and MLP of the zoo). See :func:`top_block_map`.
     """
 
     loss: str = "ce"
@@ -263,6 +287,7 @@ class LocalGLR:
     head_input: str = "output"
     sim_weight: float = 0.0
     sim_partners: int = 16
+    top_block: bool = False
 
     log_names = ()
 
@@ -310,16 +335,18 @@ class LocalGLR:
         head_index = {id(v): i for i, v in enumerate(head_vars)}
         head_grads = [tf.zeros_like(v) for v in head_vars]
         n = tf.cast(tf.shape(x)[0], tf.float32)
+        top = top_block_map(records) if self.top_block and not self.top_only else None
         for depth, record in enumerate(records):
             last = depth == len(records) - 1
             if self.top_only and not last:
                 continue
+            through_top = top is not None and depth == len(records) - 2
             seed = tf.random.experimental.stateless_fold_in(record.layer.next_seed(), depth)
-            g = self._layer_score(record, y, None if last else aux, seed) / n
+            g = self._layer_score(record, y, None if last else aux, seed, top=(top, logits) if through_top else None) / n
             for key, value in record.layer.glr_gradients(
                     NoiseRecord(record.layer, record.inputs, None, False, self.sigma), g, 1).items():
                 grads[index[key]] += value
-            if not last:
+            if not last and not through_top:
                 head_seed = tf.random.experimental.stateless_fold_in(seed, 1)
                 for v, grad in zip(aux.head_variables(record.layer), self._head_gradients(record, y, aux, head_seed)):
                     # the head's share of the layer's objective (1 - beta) pred + beta sim
@@ -369,8 +396,11 @@ class LocalGLR:
                            tf.shape(clean_logits)[:-1])  # once per example (and step), not per row and group
         return noisy - expand(clean[..., None])[..., 0]
 
-    def _layer_score(self, record: LocalRecord, y, aux, seed) -> tf.Tensor:
-        """``sum_r (L_g - L_clean) * e / sigma^2`` on the shape of ``z`` (``[N, ...]``), not yet divided by ``N``."""
+    def _layer_score(self, record: LocalRecord, y, aux, seed, top=None) -> tf.Tensor:
+        """``sum_r (L_g - L_clean) * e / sigma^2`` on the shape of ``z`` (``[N, ...]``), not yet divided by ``N``.
+
+        ``top``: ``(W_out, clean logits)`` when the layer is credited through the output layer
+        (``top_block``); else its head ``aux`` (or, for the output layer, ``aux=None``) credits it."""
         layer, z = record.layer, record.preactivation
         if isinstance(layer, NoisyLSTM):
             steps, window = self._lstm_window(z)
@@ -391,6 +421,9 @@ class LocalGLR:
         if aux is None:  # output layer: the real loss, one loss per output unit
             k = delta.shape[-1]
             change = self._loss_change(y_clean, delta[..., None] * tf.eye(k), y)  # [N, R, K]
+        elif top is not None:  # last hidden layer: the real loss through the output layer, one loss per unit
+            w_out, clean_logits = top
+            change = self._loss_change(clean_logits, delta[..., None] * w_out, y)  # [N, R, D]
         else:
             a = aux.linear_map(layer)
             clean_logits = aux.logits(layer, y_clean, record.inputs["x"])
@@ -534,6 +567,8 @@ OPTIONS = (
            help="local GLR: beta of the predsim local loss, (1 - beta) pred + beta sim (default 0: pred only)"),
     Option("--sim-partners", "sim_partners", int,
            help="local GLR: batch examples each similarity row is compared with per step (default 16)"),
+    Option("--top-block", "top_block", switch=True,
+           help="local GLR: credit the last hidden layer through the output layer by the real loss (no head of its own)"),
 )
 
 
@@ -549,7 +584,7 @@ def search_space(hp) -> dict:
 def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: int = 16, sigma: float = 0.5,
               head_sigma: float = 1.0, grouping: str = "channels", group_size: int = 4, grid: int = 4, antithetic: bool = True,
               top_only: bool = False, lstm_steps: int = 0, head_input: str = "output",
-              sim_weight: float = 0.0, sim_partners: int = 16) -> LocalGLR:
+              sim_weight: float = 0.0, sim_partners: int = 16, top_block: bool = False) -> LocalGLR:
     """Local, group-wise likelihood-ratio estimator (see :class:`LocalGLR`).
 
     Example:
@@ -559,4 +594,4 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
                     head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
                     top_only=top_only, lstm_steps=lstm_steps, head_input=head_input, sim_weight=sim_weight,
-                    sim_partners=sim_partners)
+                    sim_partners=sim_partners, top_block=top_block)

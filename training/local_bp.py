@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from training.estimators import Estimate
 from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
-from training.glr_local import LocalHeads, check_head_input, local_heads, similarity_loss
+from training.glr_local import LocalHeads, check_head_input, local_heads, similarity_loss, top_block_map
 from training.losses import DIFFERENTIABLE, get_loss
 from training.registry import register_estimator
 from zoo.errors import UserInputError
@@ -51,6 +51,8 @@ class LocalBackprop:
         sim_weight: ``beta`` of Nøkland and Eidnes's (2019) "predsim" loss: a conv or dense layer's
             local objective is ``(1 - beta) * pred + beta * sim`` (:func:`similarity_loss` on the
             head's pooled features); 0 keeps the prediction loss alone.
+        top_block: the last hidden layer is trained on the real loss through the output layer
+            (whose weights it does not move), not by a head of its own (``glr_local``'s ``top_block``).
     """
 
     loss: str = "ce"
@@ -59,6 +61,7 @@ class LocalBackprop:
     top_only: bool = False
     head_input: str = "output"
     sim_weight: float = 0.0
+    top_block: bool = False
 
     log_names = ()
 
@@ -110,6 +113,12 @@ class LocalBackprop:
                     continue
                 if self.top_only:
                     continue
+                if self.top_block and depth == len(records) - 2:  # credited through the output layer
+                    out = records[-1].layer
+                    v = tf.matmul(layer.activate(record.preactivation), tf.stop_gradient(top_block_map(records)))
+                    v = v + tf.stop_gradient(out.bias) if out.bias is not None else v
+                    objectives.append((layer.trainable_variables, tf.reduce_mean(fn(v, y))))
+                    continue
                 if isinstance(layer, NoisyLSTM):
                     feats = self._lstm_features(layer, record)  # [N, W, u]
                     head = aux.logits(layer, feats)  # [N, W, K]
@@ -135,10 +144,10 @@ class LocalBackprop:
 
 @register_estimator("local_bp", options=tuple(o for o in GLR_LOCAL_OPTIONS if o.kwarg in ("grid", "lstm_steps",
                                                                                           "top_only", "head_input",
-                                                                                          "sim_weight")),
+                                                                                          "sim_weight", "top_block")),
                     description="Backprop of local GLR's local objectives (DGL): the ceiling of local training")
 def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: bool = False,
-             head_input: str = "output", sim_weight: float = 0.0) -> LocalBackprop:
+             head_input: str = "output", sim_weight: float = 0.0, top_block: bool = False) -> LocalBackprop:
     """Exact gradients of the local objectives ``glr_local`` estimates (see :class:`LocalBackprop`).
 
     Example:
@@ -146,4 +155,4 @@ def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: 
         >>> trainer = Trainer(model, local_bp(grid=4))
     """
     return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only, head_input=head_input,
-                         sim_weight=sim_weight)
+                         sim_weight=sim_weight, top_block=top_block)

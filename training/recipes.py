@@ -94,6 +94,14 @@ RECIPES: dict[tuple[str, str, str], dict] = {
     ("smallcnn", "mnist", "bp"): dict(epochs=30, lr=1e-3, lr_schedule="cosine",
                                       adversarial={"on_request": True, "kind": "trades", "eps": 0.3, "step": 0.075,
                                                    "iterations": 10, "beta": 6.0, "ramp_epochs": 2.0}),
+    # The same on Fashion-MNIST at eps 0.1 (TRADES beta 3, PGD-10 of 0.025 on the KL, eps ramp over 2 epochs, no
+    # dropout; Adam 1e-3 cosine, 12 epochs), on request (--adversarial trades): 86.09% clean on the full test set,
+    # AutoAttack 71.5% on the first 1,000 (PGD-20 74.9%; no masking flag); 58 min on a 2-core CPU shared with other
+    # jobs. With beta 6, dropout 0.5 and 20 epochs: 80.73% clean and PGD-20 69.8% after 14 epochs.
+    ("smallcnn", "fashion_mnist", "bp"): dict(epochs=12, lr=1e-3, lr_schedule="cosine", model_args={"dropout": 0},
+                                              adversarial={"on_request": True, "kind": "trades", "eps": 0.1,
+                                                           "step": 0.025, "iterations": 10, "beta": 3.0,
+                                                           "ramp_epochs": 2.0}),
     # its backprop twin: 92.79% (8 epochs, 45 min on a shared 2-core CPU)
     ("densenet_gridpool", "fashion_mnist", "bp"): dict(epochs=8, lr=1e-3, lr_schedule="cosine",
                                                        model_args={"depth": 10, "growth_rate": 12}),
