@@ -113,6 +113,9 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
     "mnist/smallcnn_trades": Recipe("smallcnn", "mnist", "bp", dict(
         adversarial={"kind": "trades", "eps": 0.3, "step": 0.075, "iterations": 10, "beta": 6.0, "ramp_epochs": 2.0},
         epochs=30, lr=0.001, lr_schedule="cosine")),
+    "fashion_mnist/smallcnn_trades": Recipe("smallcnn", "fashion_mnist", "bp", dict(
+        adversarial={"kind": "trades", "eps": 0.1, "step": 0.025, "iterations": 10, "beta": 3.0, "ramp_epochs": 2.0},
+        epochs=12, lr=0.001, lr_schedule="cosine", model_args={"dropout": 0})),
     "mnist/smallcnn_gauss0.25": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.25, epochs=10, lr=0.001,
                                                                        lr_schedule="cosine")),
     "mnist/smallcnn_gauss0.5": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.5, epochs=10, lr=0.001,
