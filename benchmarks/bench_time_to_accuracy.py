@@ -21,7 +21,8 @@ backprop step, ``--profile-steps`` steps each after a warm-up.
 ``--runs`` races any of a setup's labels (the first is the reference each other is compared with):
 the diagnostic ``local_bp*`` runs follow the exact gradients of local GLR's objectives, so a GLR run
 that keeps pace with them is limited by its objective, not its variance; ``--heads`` prints each
-local head's accuracy (which layer lags).
+local head's accuracy (which layer lags; under ``top_block`` the last hidden layer's head is unused
+and stays near chance).
 """
 from __future__ import annotations
 
