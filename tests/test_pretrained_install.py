@@ -307,7 +307,7 @@ print("SERVED", answer["classes"].tolist())
 
 
 @pytest.mark.large  # a few minutes: a fresh virtual environment with the wheel and its dependencies
-def test_pip_install_of_the_wheel_is_the_whole_install(tmp_path):
+def test_pip_install_of_the_wheel_is_the_whole_install(tmp_path, data_dir):
     """The installed user's path: the wheel into a fresh venv by pip, its dependencies resolved from
     the package registry (cleverhans included: no --no-deps), then, from a folder outside the
     checkout, a pretrained model evaluated by name with white-box attacks, and a serving client call."""
@@ -325,7 +325,7 @@ def test_pip_install_of_the_wheel_is_the_whole_install(tmp_path):
                              timeout=1800)
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLRZOO_PRETRAINED", "PYTHONPATH", "VIRTUAL_ENV"))}
-    env.update(GLRZOO_CACHE=str(tmp_path / "empty_cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(GLRZOO_CACHE=str(tmp_path / "empty_cache"), TF_CPP_MIN_LOG_LEVEL="2", GLRZOO_DATA_DIR=str(data_dir))
     glrzoo = tmp_path / "venv" / "bin" / "glrzoo"
     run = subprocess.run([str(glrzoo), "evaluate", "mnist/cnn6_bp", "--dataset", "mnist", "--suite", "clean,whitebox",
                           "--attacks", "fgsm,pgd,autoattack", "--n", "20", "--out", "r"], cwd=work, env=env,
