@@ -39,26 +39,34 @@ from training.registry import create_estimator
 from training.run import build_trainer, evaluate_accuracy
 from zoo.data import load_dataset
 
+GLR_FAST = {"lr": 1e-2}  # local GLR's recipe (cosine over 6 epochs) at the faster learning rate
+# local_bp has no recipe row: its runs get glr_local's schedule here, at the rate given
+LOCAL_BP = {"lr_schedule": "cosine", "epochs": 6, "lr": 1e-2}
+
+
+def _variant(base: dict, **method_args) -> dict:
+    """``base`` with estimator options ``method_args`` (the settings of one diagnostic run)."""
+    return {**base, "method_args": method_args} if method_args else dict(base)
+
+
 SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); the first two labels race by default
     "cnn6": ("cnn6", "mnist", {
         "bp": ("bp", {}), "glr_local": ("glr_local", {}),
-        # diagnostics (--runs): the same local objectives with exact gradients, and learning rates
-        "local_bp": ("local_bp", {"lr": 3e-3, "lr_schedule": "cosine", "epochs": 6}),
-        "local_bp_lr1e-2": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6}),
-        "glr_local_lr1e-2": ("glr_local", {"lr": 1e-2}),
+        # diagnostics (--runs). Learning rates:
+        "glr_local_lr1e-2": ("glr_local", _variant(GLR_FAST)),
         "glr_local_lr3e-2": ("glr_local", {"lr": 3e-2}),
-        "glr_local_top": ("glr_local", {"lr": 1e-2, "method_args": {"top_block": True}}),
+        # the same local objectives with exact gradients (estimator or objective?):
+        "local_bp": ("local_bp", {**LOCAL_BP, "lr": 3e-3}),
+        "local_bp_lr1e-2": ("local_bp", _variant(LOCAL_BP)),
+        # other objectives, exact gradients (does another local objective need fewer steps?):
+        "local_bp_grid2": ("local_bp", _variant(LOCAL_BP, grid=2)),
+        "local_bp_concat": ("local_bp", _variant(LOCAL_BP, head_input="concat")),
+        "local_bp_predsim": ("local_bp", _variant(LOCAL_BP, sim_weight=0.5)),
+        "local_bp_top": ("local_bp", _variant(LOCAL_BP, top_block=True)),
+        "glr_local_top": ("glr_local", _variant(GLR_FAST, top_block=True)),
         # cheaper steps: one loss per position (all channels) instead of per 4 channels; fewer dense draws
-        "glr_local_patch": ("glr_local", {"lr": 1e-2, "method_args": {"grouping": "patch"}}),
-        "glr_local_cheap": ("glr_local", {"lr": 1e-2, "method_args": {"grouping": "patch", "dense_replications": 4}}),
-        "local_bp_top": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
-                                      "method_args": {"top_block": True}}),
-        # objective variants, exact gradients (does another local objective need fewer steps?)
-        "local_bp_grid2": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6, "method_args": {"grid": 2}}),
-        "local_bp_concat": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
-                                         "method_args": {"head_input": "concat"}}),
-        "local_bp_predsim": ("local_bp", {"lr": 1e-2, "lr_schedule": "cosine", "epochs": 6,
-                                          "method_args": {"sim_weight": 0.5}}),
+        "glr_local_patch": ("glr_local", _variant(GLR_FAST, grouping="patch")),
+        "glr_local_cheap": ("glr_local", _variant(GLR_FAST, grouping="patch", dense_replications=4)),
     }),
     "mlp": ("glr_mlp", "mnist", {"bp": ("bp", {"lr": 1e-3, "activation": "sigmoid"}),
                                  "glr": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
