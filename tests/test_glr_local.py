@@ -285,6 +285,8 @@ def test_bad_settings_are_refused():
     ("conv_bn", {"grouping": "channels", "group_size": 2}),
     pytest.param("conv_bn", {"grouping": "channels", "group_size": 2, "head_input": "concat"}, marks=LARGE),
     pytest.param("lstm", {"lstm_steps": 2}, marks=LARGE),
+    # credit through the cell state, over a span that reaches the sequence's first step
+    pytest.param("lstm", {"lstm_steps": 2, "lstm_credit": 3}, marks=LARGE),
     # predsim (Nøkland and Eidnes 2019): the row decomposition, the closed-form centred norms and
     # 3 random partners per row (of 5) must still average to the full similarity matrix's gradient
     ("conv_bn", {"grouping": "channels", "group_size": 2, "sim_weight": 0.7, "sim_partners": 3}),
@@ -304,12 +306,13 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     x, y = batch(kind)
     options = dict(options)  # the parameter's dict is shared by every run of the test: do not change it
     lstm_steps = options.pop("lstm_steps", 0)
+    lstm_credit = options.pop("lstm_credit", 1)
     estimator = glr_local(sigma=0.02, head_sigma=0.02, grid=2, replications=2, dense_replications=4,
-                          lstm_steps=lstm_steps, **options)
+                          lstm_steps=lstm_steps, lstm_credit=lstm_credit, **options)
     heads = estimator.auxiliary(model)
     tf.random.set_seed(11)
     g = glr_estimates(estimator, model, heads, x, y, 150)
-    exact = local_bp(grid=2, lstm_steps=lstm_steps, sim_weight=options.get("sim_weight", 0.0),
+    exact = local_bp(grid=2, lstm_steps=lstm_steps, lstm_credit=lstm_credit, sim_weight=options.get("sim_weight", 0.0),
                      top_block=options.get("top_block", False))(
         model, x, y, 0, aux=heads).grads
     e = np.concatenate([np.ravel(v) for v in exact])
@@ -319,6 +322,39 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     worst = np.argmax(np.abs(g.mean(0) - e) - bound)
     assert np.all(np.abs(g.mean(0) - e) < bound), (
         f"coordinate {worst}: GLR mean {g.mean(0)[worst]:.5f} vs exact {e[worst]:.5f}, SE {se[worst]:.5f}")
+
+
+@pytest.mark.parametrize("lstm_steps", [0, 2])
+def test_full_cell_credit_is_backprop_through_the_cell_state(lstm_steps):
+    """With a credit horizon as long as the sequence, ``local_bp``'s LSTM gradient is backprop of
+    the window's mean head loss through a scan whose recurrent input ``h`` is held fixed (the cell
+    state carries the gradient back, the recurrent weights do not): an independent tape reference.
+    With one step of credit it differs (the memory path is dropped)."""
+    from training.local_bp import local_bp
+
+    keras.utils.set_random_seed(3)
+    x, y = tf.constant(np.random.default_rng(1).normal(size=(6, 5, 2)).astype(np.float32)), batch("lstm")[1]
+    model = zoo.create_model("lstm", (5, 2), 3, units=2)
+    layer = model.get_layer("lstm")
+    full = local_bp(grid=2, lstm_steps=lstm_steps, lstm_credit=5)
+    heads = full.auxiliary(model)
+    with tf.GradientTape() as tape:
+        xz = tf.einsum("ntd,dg->ntg", x, layer.kernel) + layer.bias
+        h, c, hs = tf.zeros([6, 2]), tf.zeros([6, 2]), []
+        for t in range(5):
+            h, c = layer.cell(xz[:, t] + tf.matmul(tf.stop_gradient(h), layer.recurrent_kernel), c)
+            hs.append(h)
+        feats = tf.stack(hs[5 - (lstm_steps or 5):], axis=1)  # [N, W, u]
+        logits = heads.logits(layer, feats)
+        labels = tf.broadcast_to(y[:, None], tf.shape(logits)[:-1])
+        objective = tf.reduce_mean(cross_entropy(tf.reshape(logits, [-1, 3]), tf.reshape(labels, [-1])))
+    reference = tape.gradient(objective, layer.trainable_variables)
+    n = len(layer.trainable_variables)
+    got = full(model, x, y, 0, aux=heads).grads[:n]
+    one_step = local_bp(grid=2, lstm_steps=lstm_steps, lstm_credit=1)(model, x, y, 0, aux=heads).grads[:n]
+    for g, r, o in zip(got, reference, one_step):
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-5, atol=1e-6)
+    assert max(float(tf.reduce_max(tf.abs(g - o))) for g, o in zip(got, one_step)) > 1e-4
 
 
 def test_top_block_credits_the_hidden_layer_through_the_output_layer():

@@ -235,6 +235,38 @@ def top_block_map(records: list) -> tf.Tensor:
     return out.kernel
 
 
+def carry_cell_change(delta_c: tf.Tensor, z: tf.Tensor, c: tf.Tensor, horizon: int):
+    """Carry a change of an LSTM's cell state forward along the cell's own path, step by step.
+
+    A change ``delta_c`` of unit ``j``'s cell state at step ``m`` reaches step ``m + d`` through
+    ``c_{m+d} = f_{m+d} * c_{m+d-1} + i * g`` with every gate held at its clean value, and changes
+    that step's output by ``o_{m+d} * (tanh(c_{m+d} + delta) - tanh(c_{m+d}))``. This is the
+    diagonal (per-unit) approximation of the state's forward influence used by e-prop (Bellec et al.
+    2020, "A solution to the learning dilemma for recurrent networks of spiking neurons", eq. 4-5)
+    and SnAp-1 (Menick et al., ICLR 2021, "Practical real time recurrent learning with a sparse
+    approximation", sec. 3): the path through ``h`` and the recurrent weights is dropped, the
+    memory path (the cell state, scaled by the forget gate) is kept. Unit ``j``'s change stays in
+    unit ``j``, so the group-wise losses keep one hidden unit per loss.
+
+    Args:
+        delta_c: ``[..., M, u]`` change of the cell state at each of ``M`` consecutive steps.
+        z: ``[..., M, 4u]`` clean gate pre-activations at those steps (broadcastable to ``delta_c``).
+        c: ``[..., M, u]`` clean cell states at those steps.
+        horizon: steps of credit ``k``; offsets ``d = 1 .. k - 1`` are yielded.
+
+    Yields:
+        ``(d, delta_h)``: ``delta_h`` ``[..., M - d, u]`` is the output change at step ``m + d``
+        caused by the change at step ``m``, for ``m = 0 .. M - d - 1``.
+    """
+    _, f, _, o = tf.split(z, 4, axis=-1)
+    f, o = tf.sigmoid(f), tf.sigmoid(o)
+    steps = int(delta_c.shape[-2])
+    for d in range(1, min(horizon, steps)):
+        delta_c = f[..., d:, :] * delta_c[..., :-1, :]
+        c_d = c[..., d:, :]
+        yield d, o[..., d:, :] * (tf.tanh(c_d + delta_c) - tf.tanh(c_d))
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalGLR:
     """Local, group-wise likelihood-ratio estimator (module docstring); build it with :func:`glr_local`.
@@ -261,6 +293,10 @@ class LocalGLR:
             only (0: every step). Early steps of a stroke sequence are padding or a fraction of the
             digit, so their per-step targets are mostly noise; noise at steps outside the window is
             not drawn and gets no credit (the estimate stays unbiased for the windowed objective).
+        lstm_credit: ``k``, steps of credit through an LSTM's cell state: the noise at step ``t``
+            is scored with the losses of steps ``t .. t + k - 1`` in the window, its effect carried
+            forward by :func:`carry_cell_change` (1: one-step credit, the previous state held fixed).
+            Noise is drawn at the window's steps and the ``k - 1`` before it.
         sim_weight: ``beta`` of the "predsim" local loss (Nøkland and Eidnes 2019): a conv or dense
             layer's objective is ``(1 - beta) * pred + beta * sim`` with :func:`similarity_loss` on
             its head's pooled features (0: the prediction loss alone). See :meth:`LocalGLR._sim_change`.
@@ -284,6 +320,7 @@ class LocalGLR:
     antithetic: bool = True
     top_only: bool = False
     lstm_steps: int = 0
+    lstm_credit: int = 1
     head_input: str = "output"
     sim_weight: float = 0.0
     sim_partners: int = 16
@@ -305,6 +342,8 @@ class LocalGLR:
             raise UserInputError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.lstm_steps < 0:
             raise UserInputError(f"lstm_steps must be >= 0 (0: every step), got {self.lstm_steps}")
+        if self.lstm_credit < 1:
+            raise UserInputError(f"lstm_credit must be >= 1 (1: one-step credit), got {self.lstm_credit}")
         check_head_input(self.head_input)
         if not 0.0 <= self.sim_weight <= 1.0 or self.sim_partners < 1:
             raise UserInputError(f"sim_weight must be in [0, 1] and sim_partners >= 1, "
@@ -403,18 +442,7 @@ class LocalGLR:
         (``top_block``); else its head ``aux`` (or, for the output layer, ``aux=None``) credits it."""
         layer, z = record.layer, record.preactivation
         if isinstance(layer, NoisyLSTM):
-            steps, window = self._lstm_window(z)
-            z, c_prev = z[:, steps - window:], record.inputs["c_prev"][:, steps - window:]  # the window's steps
-            e = self._noise(tf.shape(z), seed, self.sigma, self._replications(layer))  # [N, R, W, 4u]
-            h_clean, _ = layer.cell(z, c_prev)  # [N, W, u]
-            h_noisy, _ = layer.cell(z[:, None] + e, c_prev[:, None])  # [N, R, W, u]
-            delta = h_noisy - h_clean[:, None]
-            a = aux.linear_map(layer)  # [u, K]
-            change = self._loss_change(aux.logits(layer, h_clean), delta[..., None] * a, y)  # [N, R, W, u]
-            # each hidden unit's four gates share its loss; the objective is the mean over the window's steps
-            change = tf.concat([change] * 4, axis=-1) / float(window)
-            score = tf.reduce_mean(change * e, axis=1) / self.sigma**2  # [N, W, 4u]
-            return tf.pad(score, [[0, 0], [steps - window, 0], [0, 0]])  # no credit before the window
+            return self._lstm_score(record, y, aux, seed)
         e = self._noise(tf.shape(z), seed, self.sigma, self._replications(layer))  # [N, R, ...]
         y_clean = layer.activate(z)
         delta = layer.activate(z[:, None] + e) - y_clean[:, None]
@@ -445,6 +473,36 @@ class LocalGLR:
             if size > 1:
                 change = tf.repeat(change, size, axis=-1)  # every unit of a group gets its group's loss
         return tf.reduce_mean(change * e, axis=1) / self.sigma**2
+
+    def _lstm_score(self, record: LocalRecord, y, aux: LocalHeads, seed) -> tf.Tensor:
+        """An LSTM's score ``[N, T, 4u]``: each hidden unit's four gates at step ``t`` share one
+        loss per window step ``t .. t + k - 1`` (``k = lstm_credit``), the change of that unit's
+        output there (:func:`carry_cell_change` beyond step ``t``) read by the head; the objective
+        is the mean of the window's per-step losses. No credit before the noise span."""
+        layer, z_all = record.layer, record.preactivation
+        steps, window = self._lstm_window(z_all)
+        span = min(steps, window + self.lstm_credit - 1)  # steps that carry noise
+        first = span - window  # the window's first step within the span
+        z, c_prev = z_all[:, steps - span:], record.inputs["c_prev"][:, steps - span:]
+        e = self._noise(tf.shape(z), seed, self.sigma, self._replications(layer))  # [N, R, M, 4u]
+        h_clean, c_clean = layer.cell(z, c_prev)  # [N, M, u]
+        h_noisy, c_noisy = layer.cell(z[:, None] + e, c_prev[:, None])  # [N, R, M, u]
+        a = aux.linear_map(layer)  # [u, K]
+        clean_logits = aux.logits(layer, h_clean[:, first:])  # [N, W, K]
+
+        def change_at(delta_h, d):
+            """Loss changes at steps ``m + d`` in the window, filed under the noise's step ``m``."""
+            lo = max(0, first - d)  # the first step whose step m + d is in the window
+            change = self._loss_change(clean_logits[:, lo + d - first:], delta_h[:, :, lo:, :, None] * a, y)
+            return tf.pad(change, [[0, 0], [0, 0], [lo, d], [0, 0]])  # [N, R, M, u]
+
+        change = change_at(h_noisy - h_clean[:, None], 0)
+        for d, delta_h in carry_cell_change(c_noisy - c_clean[:, None], z[:, None], c_clean[:, None],
+                                            self.lstm_credit):
+            change += change_at(delta_h, d)
+        change = tf.concat([change] * 4, axis=-1) / float(window)  # a unit's four gates share its losses
+        score = tf.reduce_mean(change * e, axis=1) / self.sigma**2  # [N, M, 4u]
+        return tf.pad(score, [[0, 0], [steps - span, 0], [0, 0]])
 
     def _sim_change(self, record: LocalRecord, aux: LocalHeads, y_clean, delta, size: int, y, seed) -> tf.Tensor:
         """Per-group change of the similarity loss, ``[N, R, *groups]``, for the noise in ``delta``.
@@ -559,6 +617,8 @@ OPTIONS = (
     Option("--head-grid", "grid", int, help="local GLR: cells per side of a conv head's average pooling (default 4)"),
     Option("--lstm-steps", "lstm_steps", int,
            help="local GLR: an LSTM's per-step local losses at its last N steps only (0: every step)"),
+    Option("--lstm-credit", "lstm_credit", int,
+           help="local GLR: steps of credit through an LSTM's cell state (1: one step, the default)"),
     Option("--top-only", "top_only", switch=True,
            help="local GLR: train only the output layer (the random-features control)"),
     Option("--head-input", "head_input", choices=("output", "concat"),
@@ -583,7 +643,7 @@ def search_space(hp) -> dict:
                     description="Local, group-wise likelihood-ratio gradients (forward passes only; conv, dense, LSTM)")
 def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: int = 16, sigma: float = 0.5,
               head_sigma: float = 1.0, grouping: str = "channels", group_size: int = 4, grid: int = 4, antithetic: bool = True,
-              top_only: bool = False, lstm_steps: int = 0, head_input: str = "output",
+              top_only: bool = False, lstm_steps: int = 0, lstm_credit: int = 1, head_input: str = "output",
               sim_weight: float = 0.0, sim_partners: int = 16, top_block: bool = False) -> LocalGLR:
     """Local, group-wise likelihood-ratio estimator (see :class:`LocalGLR`).
 
@@ -593,5 +653,5 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
     """
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
                     head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
-                    top_only=top_only, lstm_steps=lstm_steps, head_input=head_input, sim_weight=sim_weight,
-                    sim_partners=sim_partners, top_block=top_block)
+                    top_only=top_only, lstm_steps=lstm_steps, lstm_credit=lstm_credit, head_input=head_input,
+                    sim_weight=sim_weight, sim_partners=sim_partners, top_block=top_block)

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from training.estimators import Estimate
 from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
-from training.glr_local import LocalHeads, check_head_input, local_heads, similarity_loss, top_block_map
+from training.glr_local import LocalHeads, carry_cell_change, check_head_input, local_heads, similarity_loss, top_block_map
 from training.losses import DIFFERENTIABLE, get_loss
 from training.registry import register_estimator
 from zoo.errors import UserInputError
@@ -46,6 +46,9 @@ class LocalBackprop:
         loss: per-example loss of every head and of the output layer (differentiable).
         grid: cells per side of a conv layer head's average pooling (as ``glr_local``'s ``grid``).
         lstm_steps: an LSTM's per-step losses at its last ``lstm_steps`` steps only (0: every step).
+        lstm_credit: steps of credit through the cell state (``glr_local``'s ``lstm_credit``): the
+            exact gradient of the same surrogate, the change at step ``t`` carried to the losses of
+            steps ``t .. t + k - 1`` by :func:`training.glr_local.carry_cell_change`.
         top_only: train only the output layer (the random-features control).
         head_input: ``"output"`` or ``"concat"`` (heads read the layer's input too), as ``glr_local``'s.
         sim_weight: ``beta`` of Nøkland and Eidnes's (2019) "predsim" loss: a conv or dense layer's
@@ -58,6 +61,7 @@ class LocalBackprop:
     loss: str = "ce"
     grid: int = 4
     lstm_steps: int = 0
+    lstm_credit: int = 1
     top_only: bool = False
     head_input: str = "output"
     sim_weight: float = 0.0
@@ -69,8 +73,9 @@ class LocalBackprop:
         get_loss(self.loss)
         if self.loss not in DIFFERENTIABLE:
             raise UserInputError(f"loss {self.loss!r} has zero gradient almost everywhere; use --method glr_local")
-        if self.grid < 1 or self.lstm_steps < 0:
-            raise UserInputError(f"grid must be >= 1 and lstm_steps >= 0, got {self.grid} and {self.lstm_steps}")
+        if self.grid < 1 or self.lstm_steps < 0 or self.lstm_credit < 1:
+            raise UserInputError(f"grid must be >= 1, lstm_steps >= 0 and lstm_credit >= 1, "
+                                 f"got {self.grid}, {self.lstm_steps} and {self.lstm_credit}")
         check_head_input(self.head_input)
         if not 0.0 <= self.sim_weight <= 1.0:
             raise UserInputError(f"sim_weight must be in [0, 1], got {self.sim_weight}")
@@ -82,16 +87,40 @@ class LocalBackprop:
         """The heads (the same kind ``glr_local`` trains; owned by the trainer, never exported)."""
         return local_heads(model, self.grid, self.head_input)
 
-    def _lstm_features(self, layer: NoisyLSTM, record) -> tf.Tensor:
-        """``h_t`` ``[N, W, u]`` at the window's steps from the recorded previous state, held fixed."""
+    def _lstm_objective(self, layer: NoisyLSTM, record, aux: LocalHeads, fn, y) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(local, credit)``: the mean of the window's per-step head losses (the head's
+        objective) and the surrogate whose gradient the layer follows, with the previous ``h``
+        held fixed and a step's change carried ``lstm_credit - 1`` steps on through the cell state.
+
+        ``credit`` has the value of ``local`` times the number of (step, later step) pairs per
+        window step; only its gradient is used. Each change is written ``cell(z) - stop(cell(z))``:
+        zero in value, the exact derivative in gradient, so the loss of the pair (t, s) is
+        ``loss(head(h_s + dh_{t -> s}))`` with ``dh`` differentiable only through step ``t``."""
         steps = int(record.preactivation.shape[1])
-        first = steps - (min(self.lstm_steps, steps) if self.lstm_steps else steps)
-        x = record.inputs["x"][:, first:]
-        h_prev = tf.stop_gradient(record.inputs["h_prev"][:, first:])
-        c_prev = tf.stop_gradient(record.inputs["c_prev"][:, first:])
+        window = min(self.lstm_steps, steps) if self.lstm_steps else steps
+        span = min(steps, window + self.lstm_credit - 1)
+        first = span - window
+        x = record.inputs["x"][:, steps - span:]
+        h_prev = tf.stop_gradient(record.inputs["h_prev"][:, steps - span:])
+        c_prev = tf.stop_gradient(record.inputs["c_prev"][:, steps - span:])
         z = (tf.einsum("ntd,dg->ntg", x, layer.kernel) + layer.bias
              + tf.einsum("ntu,ug->ntg", h_prev, layer.recurrent_kernel))
-        return layer.cell(z, c_prev)[0]
+        h, c = layer.cell(z, c_prev)  # [N, M, u]
+        h_clean, c_clean = tf.stop_gradient(h), tf.stop_gradient(c)
+        k = aux.num_classes
+
+        def mean_loss(feats):  # [N, S, u] -> summed over steps, mean over examples, / W
+            head = aux.logits(layer, feats)
+            labels = tf.broadcast_to(y[:, None], tf.shape(head)[:-1])
+            return tf.reduce_sum(fn(tf.reshape(head, [-1, k]), tf.reshape(labels, [-1]))) / (
+                tf.cast(tf.shape(head)[0], tf.float32) * float(window))
+
+        local = mean_loss(h[:, first:])
+        credit = local
+        for d, delta_h in carry_cell_change(c - c_clean, tf.stop_gradient(z), c_clean, self.lstm_credit):
+            lo = max(0, first - d)
+            credit += mean_loss(h_clean[:, lo + d:] + delta_h[:, lo:])
+        return local, credit
 
     def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
         if aux is None:
@@ -120,16 +149,15 @@ class LocalBackprop:
                     objectives.append((layer.trainable_variables, tf.reduce_mean(fn(v, y))))
                     continue
                 if isinstance(layer, NoisyLSTM):
-                    feats = self._lstm_features(layer, record)  # [N, W, u]
-                    head = aux.logits(layer, feats)  # [N, W, K]
-                    labels = tf.broadcast_to(y[:, None], tf.shape(head)[:-1])
-                    local = tf.reduce_mean(fn(tf.reshape(head, [-1, head.shape[-1]]), tf.reshape(labels, [-1])))
-                else:  # a layer's weights reach its output only through its own pre-activation
-                    out, inp = layer.activate(record.preactivation), tf.stop_gradient(record.inputs["x"])
-                    local = tf.reduce_mean(fn(aux.logits(layer, out, inp), y))
-                    if self.sim_weight:
-                        sim = similarity_loss(aux.sim_features(layer, out, inp), y, aux.num_classes)
-                        local = (1.0 - self.sim_weight) * local + self.sim_weight * sim
+                    local, credit = self._lstm_objective(layer, record, aux, fn, y)
+                    objectives += [(layer.trainable_variables, credit), (aux.head_variables(layer), local)]
+                    continue
+                # a layer's weights reach its output only through its own pre-activation
+                out, inp = layer.activate(record.preactivation), tf.stop_gradient(record.inputs["x"])
+                local = tf.reduce_mean(fn(aux.logits(layer, out, inp), y))
+                if self.sim_weight:
+                    sim = similarity_loss(aux.sim_features(layer, out, inp), y, aux.num_classes)
+                    local = (1.0 - self.sim_weight) * local + self.sim_weight * sim
                 variables = layer.trainable_variables + aux.head_variables(layer)
                 objectives.append((variables, local))
             loss = tf.reduce_mean(fn(logits, y))
@@ -143,10 +171,11 @@ class LocalBackprop:
 
 
 @register_estimator("local_bp", options=tuple(o for o in GLR_LOCAL_OPTIONS if o.kwarg in ("grid", "lstm_steps",
-                                                                                          "top_only", "head_input",
+                                                                                          "lstm_credit", "top_only",
+                                                                                          "head_input",
                                                                                           "sim_weight", "top_block")),
                     description="Backprop of local GLR's local objectives (DGL): the ceiling of local training")
-def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: bool = False,
+def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, lstm_credit: int = 1, top_only: bool = False,
              head_input: str = "output", sim_weight: float = 0.0, top_block: bool = False) -> LocalBackprop:
     """Exact gradients of the local objectives ``glr_local`` estimates (see :class:`LocalBackprop`).
 
@@ -154,5 +183,5 @@ def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, top_only: 
         >>> model = zoo.create_model("cnn6", (28, 28, 1), 10)
         >>> trainer = Trainer(model, local_bp(grid=4))
     """
-    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, top_only=top_only, head_input=head_input,
-                         sim_weight=sim_weight, top_block=top_block)
+    return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, lstm_credit=lstm_credit, top_only=top_only,
+                         head_input=head_input, sim_weight=sim_weight, top_block=top_block)
