@@ -324,6 +324,20 @@ def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
         f"coordinate {worst}: GLR mean {g.mean(0)[worst]:.5f} vs exact {e[worst]:.5f}, SE {se[worst]:.5f}")
 
 
+@pytest.mark.parametrize("loss", ["ce", "hinge"])
+def test_unit_loss_change_is_the_general_loss_change(loss):
+    """The closed form of an LSTM unit's rank-one cross-entropy change equals the general one
+    (and other losses go through the general one), including a single broadcast time step."""
+    rng = np.random.default_rng(5)
+    est = glr_local(loss=loss)
+    a, y = tf.constant(rng.normal(size=(4, 3)).astype(np.float32)), tf.constant([0, 2, 1, 1, 0])
+    for steps in (1, 3):
+        clean = tf.constant(rng.normal(size=(5, steps, 3)).astype(np.float32))
+        delta_h = tf.constant(rng.uniform(-2, 2, size=(5, 2, 3, 4)).astype(np.float32))
+        np.testing.assert_allclose(est._unit_loss_change(clean, delta_h, a, y).numpy(),
+                                   est._loss_change(clean, delta_h[..., None] * a, y).numpy(), atol=2e-5)
+
+
 @pytest.mark.parametrize("lstm_steps", [0, 2])
 def test_full_cell_credit_is_backprop_through_the_cell_state(lstm_steps):
     """With a credit horizon as long as the sequence, ``local_bp``'s LSTM gradient is backprop of

@@ -117,9 +117,8 @@ class LocalBackprop:
 
         local = mean_loss(h[:, first:])
         credit = local
-        for d, delta_h in carry_cell_change(c - c_clean, tf.stop_gradient(z), c_clean, self.lstm_credit):
-            lo = max(0, first - d)
-            credit += mean_loss(h_clean[:, lo + d:] + delta_h[:, lo:])
+        for s, lo, delta_h in carry_cell_change(c - c_clean, tf.stop_gradient(z), c_clean, window, self.lstm_credit):
+            credit += mean_loss(h_clean[:, s:s + 1] + delta_h)  # [N, s - lo, u]: one pair (t, s) per row
         return local, credit
 
     def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
