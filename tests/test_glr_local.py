@@ -338,35 +338,41 @@ def test_unit_loss_change_is_the_general_loss_change(loss):
                                    est._loss_change(clean, delta_h[..., None] * a, y).numpy(), atol=2e-5)
 
 
-@pytest.mark.parametrize("lstm_steps", [0, 2])
-def test_full_cell_credit_is_backprop_through_the_cell_state(lstm_steps):
-    """With a credit horizon as long as the sequence, ``local_bp``'s LSTM gradient is backprop of
-    the window's mean head loss through a scan whose recurrent input ``h`` is held fixed (the cell
-    state carries the gradient back, the recurrent weights do not): an independent tape reference.
-    With one step of credit it differs (the memory path is dropped)."""
+@pytest.mark.parametrize("lstm_steps,credit", [(0, 5), (2, 5), (3, 2), (0, 3)])
+def test_cell_credit_is_truncated_backprop_through_the_cell_state(lstm_steps, credit):
+    """``local_bp``'s LSTM gradient with ``lstm_credit = k`` is an independent tape reference: for
+    every window step ``s``, backprop of its head loss through a scan that starts ``k - 1`` steps
+    earlier from the recorded (fixed) cell state, the recurrent input ``h`` held fixed at its
+    recorded values (the cell state carries the gradient back ``k - 1`` steps, the recurrent
+    weights do not). With one step of credit it differs (the memory path is dropped)."""
     from training.local_bp import local_bp
+    from zoo.noise_context import record_local
 
     keras.utils.set_random_seed(3)
-    x, y = tf.constant(np.random.default_rng(1).normal(size=(6, 5, 2)).astype(np.float32)), batch("lstm")[1]
-    model = zoo.create_model("lstm", (5, 2), 3, units=2)
+    steps = 5
+    x = tf.constant(np.random.default_rng(1).normal(size=(6, steps, 2)).astype(np.float32))
+    y = batch("lstm")[1]
+    model = zoo.create_model("lstm", (steps, 2), 3, units=2)
     layer = model.get_layer("lstm")
-    full = local_bp(grid=2, lstm_steps=lstm_steps, lstm_credit=5)
-    heads = full.auxiliary(model)
+    exact = local_bp(grid=2, lstm_steps=lstm_steps, lstm_credit=credit)
+    heads = exact.auxiliary(model)
+    with record_local() as records:
+        model(x, training=True)
+    h_prev, c_prev = records[0].inputs["h_prev"], records[0].inputs["c_prev"]
+    window = lstm_steps or steps
     with tf.GradientTape() as tape:
         xz = tf.einsum("ntd,dg->ntg", x, layer.kernel) + layer.bias
-        h, c, hs = tf.zeros([6, 2]), tf.zeros([6, 2]), []
-        for t in range(5):
-            h, c = layer.cell(xz[:, t] + tf.matmul(tf.stop_gradient(h), layer.recurrent_kernel), c)
-            hs.append(h)
-        feats = tf.stack(hs[5 - (lstm_steps or 5):], axis=1)  # [N, W, u]
-        logits = heads.logits(layer, feats)
-        labels = tf.broadcast_to(y[:, None], tf.shape(logits)[:-1])
-        objective = tf.reduce_mean(cross_entropy(tf.reshape(logits, [-1, 3]), tf.reshape(labels, [-1])))
+        objective = 0.0
+        for target in range(steps - window, steps):
+            c = c_prev[:, max(0, target - credit + 1)]  # fixed: no credit beyond k - 1 steps back
+            for t in range(max(0, target - credit + 1), target + 1):
+                h, c = layer.cell(xz[:, t] + tf.matmul(h_prev[:, t], layer.recurrent_kernel), c)
+            objective += tf.reduce_mean(cross_entropy(heads.logits(layer, h), y)) / window
     reference = tape.gradient(objective, layer.trainable_variables)
     n = len(layer.trainable_variables)
-    got = full(model, x, y, 0, aux=heads).grads[:n]
+    got = exact(model, x, y, 0, aux=heads).grads[:n]
     one_step = local_bp(grid=2, lstm_steps=lstm_steps, lstm_credit=1)(model, x, y, 0, aux=heads).grads[:n]
-    for g, r, o in zip(got, reference, one_step):
+    for g, r in zip(got, reference):
         np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-5, atol=1e-6)
     assert max(float(tf.reduce_max(tf.abs(g - o))) for g, o in zip(got, one_step)) > 1e-4
 
