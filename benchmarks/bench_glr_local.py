@@ -54,7 +54,8 @@ SETTINGS = {  # local: glr_local's options for the family (the control takes the
     "densenet": dict(dataset="fashion_mnist", model_args={"depth": 10, "growth_rate": 12}, local={}),
     "densenet_gridpool": dict(dataset="fashion_mnist", model_args={"depth": 10, "growth_rate": 12},
                               local={"head_input": "concat", "sigma": 0.1}),
-    "lstm": dict(dataset="mnist_strokes", model_args={"units": 64}, local={}),
+    "lstm": dict(dataset="mnist_strokes", model_args={"units": 64},
+                 local={"lstm_steps": 16, "lstm_credit": 4, "sigma": 0.1}),  # the recipe's objective
 }
 
 
