@@ -273,6 +273,11 @@ def test_bad_settings_are_refused():
     from training.local_bp import local_bp
     with pytest.raises(ValueError, match="sim_weight"):
         local_bp(sim_weight=-0.1)
+    for make in (glr_local, local_bp):
+        with pytest.raises(ValueError, match="head_hidden"):
+            make(head_hidden=-1)
+    with pytest.raises(ValueError, match="drop --head-hidden"):
+        glr_local(head_hidden=4).auxiliary(small_model("lstm"))
     with pytest.raises(ValueError, match="group_size"):
         model = small_model("conv_bn")
         est = glr_local(grouping="channels", group_size=3)
@@ -295,6 +300,10 @@ def test_bad_settings_are_refused():
     pytest.param("dense", {"sim_weight": 0.7, "sim_partners": 3}, marks=LARGE),
     # the last hidden layer credited through the output layer by the real loss (no head of its own)
     ("dense", {"top_block": True}),
+    # heads with a hidden ReLU layer (Belilovsky et al. 2019): a group's change passes through it,
+    # the head's first layer is trained from noise on its hidden pre-activations
+    ("conv_bn", {"grouping": "channels", "group_size": 2, "head_hidden": 6}),
+    pytest.param("dense", {"head_input": "concat", "head_hidden": 6}, marks=LARGE),
 ])
 def test_local_backprop_is_the_small_noise_limit_of_local_glr(kind, options):
     """``local_bp`` (tape) is the exact gradient of the objectives local GLR estimates: the mean of

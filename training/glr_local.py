@@ -76,16 +76,27 @@ class LocalHeads(keras.layers.Layer):
     ``A_x . pool(x) + A_y . pool(y) + b``. The layer is then trained to add what the features it
     is given lack, as a boosting stage does, instead of relearning them: the natural objective for
     a DenseNet layer, whose output is concatenated to its input.
+
+    With ``hidden = D > 0`` a conv or dense layer's head has one hidden layer of ``D`` ReLU units
+    (Belilovsky, Eickenberg and Oyallon, ICML 2019, "Greedy layerwise learning can scale to
+    ImageNet", sec. 3: auxiliary problems of more than one layer make better features for the layers
+    above): the pooled features map to ``u = A . pool(y) (+ A_x . pool(x)) + b`` ``[N, D]`` (the
+    :attr:`kernels`, :attr:`biases`, :attr:`input_kernels`, of width ``D``), and the logits are
+    ``relu(u) . W + c`` (:attr:`out_kernels` ``[D, K]``, :attr:`out_biases`). LSTM heads stay linear.
     """
 
     def __init__(self, model: keras.Model, num_classes: int, grid: int = 2, seed: int = 0, with_input: bool = False,
-                 **kwargs):
+                 hidden: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.grid = int(grid)
         self.num_classes = int(num_classes)
+        self.hidden = int(hidden)
+        width = self.hidden or self.num_classes  # the width of the linear map from the pooled features
         self.kernels: dict[str, tf.Variable] = {}
         self.biases: dict[str, tf.Variable] = {}
         self.input_kernels: dict[str, tf.Variable] = {}
+        self.out_kernels: dict[str, tf.Variable] = {}
+        self.out_biases: dict[str, tf.Variable] = {}
         self.pool: dict[str, tuple] = {}
         self.input_pool: dict[str, tuple] = {}
         for i, layer in enumerate(noisy_layers(model)[:-1]):
@@ -96,15 +107,18 @@ class LocalHeads(keras.layers.Layer):
                 h, w, c = shape
                 ph, pw = _cell_matrix(h, self.grid), _cell_matrix(w, self.grid)
                 self.pool[layer.name] = (tf.constant(ph), tf.constant(pw))
-                kshape = (ph.shape[1], pw.shape[1], c, self.num_classes)
+                kshape = (ph.shape[1], pw.shape[1], c, width)
                 if with_input:
                     qh, qw = _cell_matrix(in_shape[0], self.grid), _cell_matrix(in_shape[1], self.grid)
                     self.input_pool[layer.name] = (tf.constant(qh), tf.constant(qw))
-                    kin = (qh.shape[1], qw.shape[1], in_shape[-1], self.num_classes)
+                    kin = (qh.shape[1], qw.shape[1], in_shape[-1], width)
+            elif isinstance(layer, NoisyLSTM) and self.hidden:
+                raise UserInputError(f"hidden-layer heads are for conv and dense layers; {layer.name} is an LSTM: "
+                                     f"drop --head-hidden")
             elif isinstance(layer, (NoisyDense, NoisyLSTM)):
-                kshape = (shape[-1], self.num_classes)
+                kshape = (shape[-1], width)
                 if with_input and isinstance(layer, NoisyDense):
-                    kin = (in_shape[-1], self.num_classes)
+                    kin = (in_shape[-1], width)
             else:
                 raise TypeError(f"local GLR has no head for {type(layer).__name__} ({layer.name})")
             fan_in = int(np.prod(kshape[:-1])) + (int(np.prod(kin[:-1])) if kin else 0)
@@ -112,15 +126,24 @@ class LocalHeads(keras.layers.Layer):
                 name=f"{layer.name}_head_kernel", shape=kshape,
                 initializer=keras.initializers.RandomNormal(stddev=fan_in ** -0.5, seed=seed + i))
             self.biases[layer.name] = self.add_weight(
-                name=f"{layer.name}_head_bias", shape=(self.num_classes,), initializer="zeros")
+                name=f"{layer.name}_head_bias", shape=(width,), initializer="zeros")
             if kin is not None:
                 self.input_kernels[layer.name] = self.add_weight(
                     name=f"{layer.name}_head_input_kernel", shape=kin,
                     initializer=keras.initializers.RandomNormal(stddev=fan_in ** -0.5, seed=seed + 1000 + i))
+            if self.hidden:  # He initialisation of the ReLU layer's read-out
+                self.out_kernels[layer.name] = self.add_weight(
+                    name=f"{layer.name}_head_out_kernel", shape=(self.hidden, self.num_classes),
+                    initializer=keras.initializers.RandomNormal(stddev=(2.0 / self.hidden) ** 0.5, seed=seed + 2000 + i))
+                self.out_biases[layer.name] = self.add_weight(
+                    name=f"{layer.name}_head_out_bias", shape=(self.num_classes,), initializer="zeros")
 
     def head_variables(self, layer) -> list:
-        """The variables of ``layer``'s head: kernel, bias and (with the input) the input kernel."""
+        """The variables of ``layer``'s head: kernel, bias, (with the input) the input kernel and
+        (with a hidden layer) the read-out's kernel and bias."""
         extra = [self.input_kernels[layer.name]] if layer.name in self.input_kernels else []
+        if layer.name in self.out_kernels:
+            extra += [self.out_kernels[layer.name], self.out_biases[layer.name]]
         return [self.kernels[layer.name], self.biases[layer.name], *extra]
 
     def pooled_input(self, layer, x: tf.Tensor) -> tf.Tensor:
@@ -147,7 +170,8 @@ class LocalHeads(keras.layers.Layer):
         return tf.concat(parts, -1)
 
     def linear_map(self, layer) -> tf.Tensor:
-        """``A`` with ``logits = sum(y * A) + b``: ``[H, W, C, K]`` for conv, ``[D, K]`` otherwise."""
+        """``A`` with ``u = sum(y * A) + b`` (:meth:`preactivation`; the logits for a linear head):
+        ``[H, W, C, D]`` for conv, ``[C, D]`` otherwise, ``D`` the hidden width or ``K``."""
         w = self.kernels[layer.name]
         if layer.name in self.pool:
             ph, pw = self.pool[layer.name]
@@ -155,18 +179,39 @@ class LocalHeads(keras.layers.Layer):
         return w
 
     def logits(self, layer, y: tf.Tensor, x: tf.Tensor | None = None) -> tf.Tensor:
-        """Head logits from the layer's output ``y`` (and, with an input kernel, its input ``x``)."""
+        """Head logits ``[N, (T,) K]`` from the layer's output ``y`` (and, with an input kernel, its input ``x``)."""
+        return self.readout(layer, self.preactivation(layer, y, x))
+
+    def readout(self, layer, u: tf.Tensor) -> tf.Tensor:
+        """Logits from the head's linear part ``u`` (:meth:`preactivation`): ``u`` itself for a
+        linear head, ``relu(u) . W + c`` with a hidden layer."""
+        if layer.name in self.out_kernels:
+            return tf.nn.relu(u) @ self.out_kernels[layer.name] + self.out_biases[layer.name]
+        return u
+
+    def logit_change(self, layer, u: tf.Tensor, du: tf.Tensor) -> tf.Tensor:
+        """The logits' change ``[N, ..., K]`` when the head's linear part moves from ``u`` ``[N, D]``
+        by ``du`` ``[N, ..., D]`` (the groups' own changes): ``du`` itself for a linear head,
+        ``(relu(u + du) - relu(u)) . W`` through a hidden layer."""
+        if layer.name not in self.out_kernels:
+            return du
+        u = tf.reshape(u, tf.concat([tf.shape(u)[:1], tf.ones([len(du.shape) - 2], tf.int32), tf.shape(u)[-1:]], 0))
+        return (tf.nn.relu(u + du) - tf.nn.relu(u)) @ self.out_kernels[layer.name]
+
+    def preactivation(self, layer, y: tf.Tensor, x: tf.Tensor | None = None) -> tf.Tensor:
+        """The head's linear part ``u = A . pool(y) (+ A_x . pool(x)) + b``: the logits of a linear
+        head, the hidden layer's pre-activation ``[N, D]`` otherwise."""
         w, b = self.kernels[layer.name], self.biases[layer.name]
         p = self.pooled(layer, y)
         if layer.name in self.pool:
-            out = tf.einsum("nijc,ijck->nk", p, w) + b
+            out = tf.einsum("nijc,ijcd->nd", p, w) + b
         else:
-            out = tf.einsum("...d,dk->...k", p, w) + b
+            out = tf.einsum("...c,cd->...d", p, w) + b
         if layer.name in self.input_kernels:
             if x is None:
                 raise ValueError(f"the head of {layer.name} reads the layer's input too: pass x")
             q, wx = self.pooled_input(layer, x), self.input_kernels[layer.name]
-            out = out + (tf.einsum("nijc,ijck->nk", q, wx) if layer.name in self.input_pool else tf.matmul(q, wx))
+            out = out + (tf.einsum("nijc,ijcd->nd", q, wx) if layer.name in self.input_pool else tf.matmul(q, wx))
         return out
 
 
@@ -200,9 +245,10 @@ def check_head_input(head_input: str) -> None:
         raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
 
 
-def local_heads(model: keras.Model, grid: int, head_input: str) -> LocalHeads:
+def local_heads(model: keras.Model, grid: int, head_input: str, hidden: int = 0) -> LocalHeads:
     """The heads a local estimator (``glr_local``, ``local_bp``) trains beside ``model``."""
-    return LocalHeads(model, model.output_shape[-1], grid=grid, with_input=head_input == "concat", name="local_heads")
+    return LocalHeads(model, model.output_shape[-1], grid=grid, with_input=head_input == "concat", hidden=hidden,
+                      name="local_heads")
 
 
 def _cell_matrix(size: int, grid: int) -> np.ndarray:
@@ -314,6 +360,12 @@ class LocalGLR:
             own: the output layer no longer lags behind features trained for another read-out.
             Needs a dense output layer without batch norm and with no activation, reading the last
             hidden dense layer's output (every CNN and MLP of the zoo). See :func:`top_block_map`.
+        head_hidden: ``D``, ReLU units in the hidden layer of every conv and dense layer's head
+            (0: linear heads; :class:`LocalHeads`). A group's noise then changes the head's hidden
+            pre-activation by ``A_g . delta_g`` and the logits by ``(relu(u + A_g delta_g) - relu(u)) . W``
+            (:meth:`LocalHeads.logit_change`): still one loss per group, now ``D`` times the work. The
+            head's first layer is trained by GLR from noise of stddev ``sigma`` on its hidden
+            pre-activations (one loss per hidden unit), its read-out from noise on its logits.
     """
 
     loss: str = "ce"
@@ -332,11 +384,14 @@ class LocalGLR:
     sim_weight: float = 0.0
     sim_partners: int = 16
     top_block: bool = False
+    head_hidden: int = 0
 
     log_names = ()
 
     def __post_init__(self):
         get_loss(self.loss)
+        if self.head_hidden < 0:
+            raise UserInputError(f"head_hidden must be >= 0 (0: linear heads), got {self.head_hidden}")
         for label in ("replications", "dense_replications"):
             r = getattr(self, label)
             if r < 1 or (self.antithetic and r % 2):
@@ -363,7 +418,7 @@ class LocalGLR:
 
     def auxiliary(self, model: keras.Model) -> LocalHeads:
         """The heads this estimator trains beside ``model`` (owned by the trainer, not exported)."""
-        return local_heads(model, self.grid, self.head_input)
+        return local_heads(model, self.grid, self.head_input, self.head_hidden)
 
     # ------------------------------------------------------------------ estimate
     def __call__(self, model, x, y, step=0, aux: LocalHeads | None = None) -> Estimate:
@@ -474,8 +529,9 @@ class LocalGLR:
             w_out, clean_logits = top
             change = self._loss_change(clean_logits, delta[..., None] * w_out, y)  # [N, R, D]
         else:
-            a = aux.linear_map(layer)
-            clean_logits = aux.logits(layer, y_clean, record.inputs["x"])
+            a = aux.linear_map(layer)  # to the head's hidden pre-activation (its logits if linear)
+            u = aux.preactivation(layer, y_clean, record.inputs["x"])  # [N, D]
+            clean_logits = aux.readout(layer, u)
             size = 1  # units per loss along the last axis
             if isinstance(layer, NoisyConv2D) and self.grouping != "unit":
                 c = delta.shape[-1]
@@ -484,10 +540,10 @@ class LocalGLR:
                     raise UserInputError(f"group_size {size} does not divide the {c} channels of {layer.name}")
                 shape = tf.concat([tf.shape(delta)[:-1], [c // size, size]], 0)
                 a_g = tf.reshape(a, [a.shape[0], a.shape[1], c // size, size, a.shape[-1]])
-                d = tf.einsum("nrhwgs,hwgsk->nrhwgk", tf.reshape(delta, shape), a_g)
-                change = self._loss_change(clean_logits, d, y)  # [N, R, H, W, G]
+                du = tf.einsum("nrhwgs,hwgsd->nrhwgd", tf.reshape(delta, shape), a_g)
+                change = self._loss_change(clean_logits, aux.logit_change(layer, u, du), y)  # [N, R, H, W, G]
             else:  # one unit per loss
-                change = self._loss_change(clean_logits, delta[..., None] * a, y)
+                change = self._loss_change(clean_logits, aux.logit_change(layer, u, delta[..., None] * a), y)
             if self.sim_weight:
                 sim = self._sim_change(record, aux, y_clean, delta, size, y, seed)
                 change = (1.0 - self.sim_weight) * change + self.sim_weight * sim
@@ -594,18 +650,30 @@ class LocalGLR:
 
     def _head_gradients(self, record: LocalRecord, y, aux: LocalHeads, seed) -> list:
         """GLR gradients of a head's variables (:meth:`LocalHeads.head_variables`: kernel, bias,
-        input kernel) from noise on its logits (summed over examples)."""
+        input kernel, read-out kernel and bias) from noise on its logits (summed over examples); with
+        a hidden layer, its first layer's from noise on the hidden pre-activations, each hidden
+        unit's change read out by its own row of the read-out kernel (one loss per hidden unit)."""
         layer, z = record.layer, record.preactivation
         if isinstance(layer, NoisyLSTM):
             steps, window = self._lstm_window(z)
             feats, _ = layer.cell(z[:, steps - window:], record.inputs["c_prev"][:, steps - window:])  # [N, W, u]
         else:
             feats = layer.activate(z)
-        clean = aux.logits(layer, feats, record.inputs["x"])  # [N, (T,) K]; an LSTM head ignores x
+        u = aux.preactivation(layer, feats, record.inputs["x"])  # [N, (T,) D]; an LSTM head ignores x
+        clean = aux.readout(layer, u)  # [N, (T,) K]
         e = self._noise(tf.shape(clean), seed, self.head_sigma, self.dense_replications)  # [N, R, (T,) K]
         k = clean.shape[-1]
         change = self._loss_change(clean, e[..., None] * tf.eye(k), y)  # one loss per logit: [N, R, (T,) K]
         gl = tf.reduce_mean(change * e, axis=1) / self.head_sigma**2  # [N, (T,) K]
+        read_out = []
+        if layer.name in aux.out_kernels:  # the read-out on relu(u); then the hidden layer is the linear part
+            w_out = aux.out_kernels[layer.name]
+            read_out = [tf.matmul(tf.nn.relu(u), gl, transpose_a=True), tf.reduce_sum(gl, 0)]
+            e = self._noise(tf.shape(u), tf.random.experimental.stateless_fold_in(seed, 3), self.sigma,
+                            self.dense_replications)  # [N, R, D]
+            delta = tf.nn.relu(u[:, None] + e) - tf.nn.relu(u)[:, None]
+            change = self._loss_change(clean, delta[..., None] * w_out, y)  # one loss per hidden unit: [N, R, D]
+            gl = tf.reduce_mean(change * e, axis=1) / self.sigma**2  # [N, D]
         pooled = aux.pooled(layer, feats)
         if layer.name in aux.pool:
             gk = tf.einsum("nijc,nk->ijck", pooled, gl)
@@ -620,7 +688,7 @@ class LocalGLR:
             q = aux.pooled_input(layer, record.inputs["x"])
             conv = layer.name in aux.input_pool
             grads.append(tf.einsum("nijc,nk->ijck", q, gl) if conv else tf.matmul(q, gl, transpose_a=True))
-        return grads
+        return grads + read_out
 
 
 OPTIONS = (
@@ -647,6 +715,8 @@ OPTIONS = (
            help="local GLR: batch examples each similarity row is compared with per step (default 16)"),
     Option("--top-block", "top_block", switch=True,
            help="local GLR: credit the last hidden layer through the output layer by the real loss (no head of its own)"),
+    Option("--head-hidden", "head_hidden", int,
+           help="local GLR: ReLU units in a hidden layer of every conv and dense layer's head (default 0: linear heads)"),
 )
 
 
@@ -662,7 +732,7 @@ def search_space(hp) -> dict:
 def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: int = 16, sigma: float = 0.5,
               head_sigma: float = 1.0, grouping: str = "channels", group_size: int = 4, grid: int = 4, antithetic: bool = True,
               top_only: bool = False, lstm_steps: int = 0, lstm_credit: int = 1, head_input: str = "output",
-              sim_weight: float = 0.0, sim_partners: int = 16, top_block: bool = False) -> LocalGLR:
+              sim_weight: float = 0.0, sim_partners: int = 16, top_block: bool = False, head_hidden: int = 0) -> LocalGLR:
     """Local, group-wise likelihood-ratio estimator (see :class:`LocalGLR`).
 
     Example:
@@ -672,4 +742,4 @@ def glr_local(*, loss: str = "ce", replications: int = 2, dense_replications: in
     return LocalGLR(loss=loss, replications=replications, dense_replications=dense_replications, sigma=sigma,
                     head_sigma=head_sigma, grouping=grouping, group_size=group_size, grid=grid, antithetic=antithetic,
                     top_only=top_only, lstm_steps=lstm_steps, lstm_credit=lstm_credit, head_input=head_input,
-                    sim_weight=sim_weight, sim_partners=sim_partners, top_block=top_block)
+                    sim_weight=sim_weight, sim_partners=sim_partners, top_block=top_block, head_hidden=head_hidden)

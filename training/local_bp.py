@@ -56,6 +56,8 @@ class LocalBackprop:
             head's pooled features); 0 keeps the prediction loss alone.
         top_block: the last hidden layer is trained on the real loss through the output layer
             (whose weights it does not move), not by a head of its own (``glr_local``'s ``top_block``).
+        head_hidden: ReLU units in a hidden layer of every conv and dense layer's head (0: linear
+            heads; ``glr_local``'s ``head_hidden``).
     """
 
     loss: str = "ce"
@@ -66,6 +68,7 @@ class LocalBackprop:
     head_input: str = "output"
     sim_weight: float = 0.0
     top_block: bool = False
+    head_hidden: int = 0
 
     log_names = ()
 
@@ -77,6 +80,8 @@ class LocalBackprop:
             raise UserInputError(f"grid must be >= 1, lstm_steps >= 0 and lstm_credit >= 1, "
                                  f"got {self.grid}, {self.lstm_steps} and {self.lstm_credit}")
         check_head_input(self.head_input)
+        if self.head_hidden < 0:
+            raise UserInputError(f"head_hidden must be >= 0 (0: linear heads), got {self.head_hidden}")
         if not 0.0 <= self.sim_weight <= 1.0:
             raise UserInputError(f"sim_weight must be in [0, 1], got {self.sim_weight}")
 
@@ -85,7 +90,7 @@ class LocalBackprop:
 
     def auxiliary(self, model: keras.Model) -> LocalHeads:
         """The heads (the same kind ``glr_local`` trains; owned by the trainer, never exported)."""
-        return local_heads(model, self.grid, self.head_input)
+        return local_heads(model, self.grid, self.head_input, self.head_hidden)
 
     def _lstm_objective(self, layer: NoisyLSTM, record, aux: LocalHeads, fn, y) -> tuple[tf.Tensor, tf.Tensor]:
         """``(local, credit)``: the mean of the window's per-step head losses (the head's
@@ -172,10 +177,12 @@ class LocalBackprop:
 @register_estimator("local_bp", options=tuple(o for o in GLR_LOCAL_OPTIONS if o.kwarg in ("grid", "lstm_steps",
                                                                                           "lstm_credit", "top_only",
                                                                                           "head_input",
-                                                                                          "sim_weight", "top_block")),
+                                                                                          "sim_weight", "top_block",
+                                                                                          "head_hidden")),
                     description="Backprop of local GLR's local objectives (DGL): the ceiling of local training")
 def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, lstm_credit: int = 1, top_only: bool = False,
-             head_input: str = "output", sim_weight: float = 0.0, top_block: bool = False) -> LocalBackprop:
+             head_input: str = "output", sim_weight: float = 0.0, top_block: bool = False,
+             head_hidden: int = 0) -> LocalBackprop:
     """Exact gradients of the local objectives ``glr_local`` estimates (see :class:`LocalBackprop`).
 
     Example:
@@ -183,4 +190,4 @@ def local_bp(*, loss: str = "ce", grid: int = 4, lstm_steps: int = 0, lstm_credi
         >>> trainer = Trainer(model, local_bp(grid=4))
     """
     return LocalBackprop(loss=loss, grid=grid, lstm_steps=lstm_steps, lstm_credit=lstm_credit, top_only=top_only,
-                         head_input=head_input, sim_weight=sim_weight, top_block=top_block)
+                         head_input=head_input, sim_weight=sim_weight, top_block=top_block, head_hidden=head_hidden)
