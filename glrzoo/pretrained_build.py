@@ -123,7 +123,7 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
     "mnist/smallcnn_gauss1.0": Recipe("smallcnn", "mnist", "bp", dict(input_noise=1.0, epochs=15, lr=0.001,
                                                                       lr_schedule="cosine")),
     "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
-        epochs=16, lr=0.003, lr_schedule="cosine", model_args={"units": 64},
+        epochs=24, lr=0.003, lr_schedule="cosine", model_args={"units": 64},
         method_args={"lstm_steps": 16, "lstm_credit": 4, "sigma": 0.1})),
 }
 GLR_TABLE_ROWS = ("bp_sigmoid_ce", "glr_sigmoid_ce", "glr_threshold_ce", "glr_sigmoid_01", "glr_threshold_01")

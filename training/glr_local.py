@@ -13,6 +13,7 @@ few dozen per loss by three changes, each keeping the estimate unbiased for its 
    its output on the *clean* output of the layer below. No signal crosses layers, so each
    layer's noise is credited by its own head only. The last noisy layer produces the logits; its
    local loss is the real loss (identity head). Heads are not part of the exported model.
+   A head may instead have one hidden ReLU layer (``head_hidden``, :class:`LocalHeads`).
 2. **Group-wise losses** (Ren et al. 2023, "patch-wise" and "channel-group" losses). The head
    is linear, so the noise of one group of units (a spatial position of a conv layer, or a
    group of channels at it; one hidden unit of a dense layer; one hidden unit's four gates at one
