@@ -33,7 +33,7 @@ from typing import Callable
 
 from evaluation.harness import evaluate
 from training import adversarial_settings
-from training.recipes import RECIPE_FIELDS, fill_settings
+from training.recipes import RECIPE_FIELDS, fill_settings, get_recipe
 from training.registry import get_estimator
 from training.run import TrainConfig, train
 from training.substitute import SUBSTITUTE_MODEL, train_substitute
@@ -66,9 +66,14 @@ class Recipe:
     seed: int = 0
 
 
+def training_recipe(model: str, dataset: str, method: str) -> Recipe:
+    """The pretrained model that is exactly ``training.recipes``'s row for ``(model, dataset, method)``,
+    the defaults ``glrzoo train`` uses: one place to change it."""
+    return Recipe(model, dataset, method, get_recipe(model, dataset, method))
+
+
 SMALL_CNN = {"filters": [16, 16, 32, 32], "dense": 64}
 DENSENET10 = {"depth": 10, "growth_rate": 12}
-MADRY_PGD10 = {"eps": 0.3, "step": 0.075, "iterations": 10, "fraction": 0.5}
 PRETRAINED_RECIPES: dict[str, Recipe] = {
     "digits/glr_threshold_mlp": Recipe("glr_mlp", "digits", "glr", dict(
         activation="threshold", method_args={"replications": 100, "baseline": True}, epochs=30, batch_size=32,
@@ -83,31 +88,23 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
     "mnist/cnn6_pgd": Recipe("cnn6", "mnist", "bp", dict(  # the black-box defence's target
         noise="multiplicative", adversarial={"eps": 0.3, "step": 0.1, "iterations": 5, "fraction": 0.5}, epochs=3,
         batch_size=100, lr=0.001, lr_schedule="cosine", model_args=SMALL_CNN)),
-    "mnist/lenet_bang": Recipe("lenet", "mnist", "bang", dict(
-        method_args={"epsilon": 0.815, "beta": 1.0}, epochs=11, batch_size=64, optimizer="momentum", lr=0.01,
-        lr_schedule="inverse", weight_decay=0.0005)),
-    "mnist/madry_cnn_pgd": Recipe("madry_cnn", "mnist", "bp", dict(
-        adversarial=MADRY_PGD10, epochs=5, batch_size=100, lr=0.001, lr_schedule="cosine", model_args={"dense": 256})),
-    "mnist_strokes/lstm": Recipe("lstm", "mnist_strokes", "bp", dict(
-        epochs=8, lr=0.003, lr_schedule="cosine", model_args={"units": 64})),
+    "mnist/lenet_bang": training_recipe("lenet", "mnist", "bang"),
+    "mnist/madry_cnn_pgd": training_recipe("madry_cnn", "mnist", "bp"),
+    "mnist_strokes/lstm": training_recipe("lstm", "mnist_strokes", "bp"),
     "mnist_strokes/lstm_noise1.0": Recipe("lstm", "mnist_strokes", "bp", dict(
         noise="multiplicative", train_stddev=1.0, epochs=12, lr=0.003, lr_schedule="cosine", model_args={"units": 64})),
     # GLR models of the GLR issue and their backprop twins (same architecture, data, epochs, schedule)
-    "mnist/cnn6_bp": Recipe("cnn6", "mnist", "bp", dict(epochs=6, lr=0.001, lr_schedule="cosine")),
-    "mnist/cnn6_glr_local": Recipe("cnn6", "mnist", "glr_local", dict(epochs=6, lr=0.003, lr_schedule="cosine")),
-    "fashion_mnist/densenet_bp": Recipe("densenet", "fashion_mnist", "bp", dict(
-        epochs=4, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
+    "mnist/cnn6_bp": training_recipe("cnn6", "mnist", "bp"),
+    "mnist/cnn6_glr_local": training_recipe("cnn6", "mnist", "glr_local"),
+    "fashion_mnist/densenet_bp": training_recipe("densenet", "fashion_mnist", "bp"),
     "fashion_mnist/densenet_noise1.0": Recipe("densenet", "fashion_mnist", "bp", dict(
         noise="multiplicative", train_stddev=1.0, epochs=4, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
     "fashion_mnist/densenet_glr_local": Recipe("densenet", "fashion_mnist", "glr_local", dict(
         epochs=4, lr=0.003, lr_schedule="cosine", model_args=DENSENET10)),
     # the grid read-out variant (its classifier reads a 4 x 4 grid of averages): local GLR with heads that read
     # the layer's input too; the converged linear probe puts its features above random ones (README)
-    "fashion_mnist/densenet_gridpool_glr_local": Recipe("densenet_gridpool", "fashion_mnist", "glr_local", dict(
-        epochs=8, lr=0.003, lr_schedule="cosine", model_args=DENSENET10, method_args={"head_input": "concat",
-                                                                                      "sigma": 0.1})),
-    "fashion_mnist/densenet_gridpool_bp": Recipe("densenet_gridpool", "fashion_mnist", "bp", dict(
-        epochs=8, lr=0.001, lr_schedule="cosine", model_args=DENSENET10)),
+    "fashion_mnist/densenet_gridpool_glr_local": training_recipe("densenet_gridpool", "fashion_mnist", "glr_local"),
+    "fashion_mnist/densenet_gridpool_bp": training_recipe("densenet_gridpool", "fashion_mnist", "bp"),
     # robust MNIST models: TRADES (the row of training.recipes, asked for with --adversarial trades) and the base
     # classifiers of randomized smoothing (Gaussian input noise, Cohen et al. 2019), certified in the README
     "mnist/smallcnn_trades": Recipe("smallcnn", "mnist", "bp", dict(
@@ -122,9 +119,7 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
                                                                       lr_schedule="cosine")),
     "mnist/smallcnn_gauss1.0": Recipe("smallcnn", "mnist", "bp", dict(input_noise=1.0, epochs=15, lr=0.001,
                                                                       lr_schedule="cosine")),
-    "mnist_strokes/lstm_glr_local": Recipe("lstm", "mnist_strokes", "glr_local", dict(
-        epochs=24, lr=0.003, lr_schedule="cosine", model_args={"units": 64},
-        method_args={"lstm_steps": 16, "lstm_credit": 4, "sigma": 0.1})),
+    "mnist_strokes/lstm_glr_local": training_recipe("lstm", "mnist_strokes", "glr_local"),
 }
 GLR_TABLE_ROWS = ("bp_sigmoid_ce", "glr_sigmoid_ce", "glr_threshold_ce", "glr_sigmoid_01", "glr_threshold_01")
 GLR_TABLE = tuple(f"{d}/{row}" for d in ("mnist", "fashion_mnist") for row in GLR_TABLE_ROWS)

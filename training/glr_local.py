@@ -240,10 +240,12 @@ def similarity_loss(features: tf.Tensor, y: tf.Tensor, num_classes: int) -> tf.T
     return tf.reduce_mean(tf.square(cosine_similarity(features) - target))
 
 
-def check_head_input(head_input: str) -> None:
-    """Refuse a ``head_input`` other than :data:`HEAD_INPUTS` (one line naming the choices)."""
+def check_heads(head_input: str, head_hidden: int) -> None:
+    """Refuse a ``head_input`` other than :data:`HEAD_INPUTS` or a negative ``head_hidden`` (one line each)."""
     if head_input not in HEAD_INPUTS:
         raise UserInputError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
+    if head_hidden < 0:
+        raise UserInputError(f"head_hidden must be >= 0 (0: linear heads), got {head_hidden}")
 
 
 def local_heads(model: keras.Model, grid: int, head_input: str, hidden: int = 0) -> LocalHeads:
@@ -391,8 +393,6 @@ class LocalGLR:
 
     def __post_init__(self):
         get_loss(self.loss)
-        if self.head_hidden < 0:
-            raise UserInputError(f"head_hidden must be >= 0 (0: linear heads), got {self.head_hidden}")
         for label in ("replications", "dense_replications"):
             r = getattr(self, label)
             if r < 1 or (self.antithetic and r % 2):
@@ -407,7 +407,7 @@ class LocalGLR:
             raise UserInputError(f"lstm_steps must be >= 0 (0: every step), got {self.lstm_steps}")
         if self.lstm_credit < 1:
             raise UserInputError(f"lstm_credit must be >= 1 (1: one-step credit), got {self.lstm_credit}")
-        check_head_input(self.head_input)
+        check_heads(self.head_input, self.head_hidden)
         if not 0.0 <= self.sim_weight <= 1.0 or self.sim_partners < 1:
             raise UserInputError(f"sim_weight must be in [0, 1] and sim_partners >= 1, "
                                  f"got {self.sim_weight} and {self.sim_partners}")
@@ -669,10 +669,11 @@ class LocalGLR:
         read_out = []
         if layer.name in aux.out_kernels:  # the read-out on relu(u); then the hidden layer is the linear part
             w_out = aux.out_kernels[layer.name]
-            read_out = [tf.matmul(tf.nn.relu(u), gl, transpose_a=True), tf.reduce_sum(gl, 0)]
+            hidden = tf.nn.relu(u)
+            read_out = [tf.matmul(hidden, gl, transpose_a=True), tf.reduce_sum(gl, 0)]
             e = self._noise(tf.shape(u), tf.random.experimental.stateless_fold_in(seed, 3), self.sigma,
                             self.dense_replications)  # [N, R, D]
-            delta = tf.nn.relu(u[:, None] + e) - tf.nn.relu(u)[:, None]
+            delta = tf.nn.relu(u[:, None] + e) - hidden[:, None]
             change = self._loss_change(clean, delta[..., None] * w_out, y)  # one loss per hidden unit: [N, R, D]
             gl = tf.reduce_mean(change * e, axis=1) / self.sigma**2  # [N, D]
         pooled = aux.pooled(layer, feats)

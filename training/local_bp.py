@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from training.estimators import Estimate
 from training.glr_local import OPTIONS as GLR_LOCAL_OPTIONS
-from training.glr_local import LocalHeads, carry_cell_change, check_head_input, local_heads, similarity_loss, top_block_map
+from training.glr_local import LocalHeads, carry_cell_change, check_heads, local_heads, similarity_loss, top_block_map
 from training.losses import DIFFERENTIABLE, get_loss
 from training.registry import register_estimator
 from zoo.errors import UserInputError
@@ -79,9 +79,7 @@ class LocalBackprop:
         if self.grid < 1 or self.lstm_steps < 0 or self.lstm_credit < 1:
             raise UserInputError(f"grid must be >= 1, lstm_steps >= 0 and lstm_credit >= 1, "
                                  f"got {self.grid}, {self.lstm_steps} and {self.lstm_credit}")
-        check_head_input(self.head_input)
-        if self.head_hidden < 0:
-            raise UserInputError(f"head_hidden must be >= 0 (0: linear heads), got {self.head_hidden}")
+        check_heads(self.head_input, self.head_hidden)
         if not 0.0 <= self.sim_weight <= 1.0:
             raise UserInputError(f"sim_weight must be in [0, 1], got {self.sim_weight}")
 
