@@ -22,7 +22,8 @@ backprop step, ``--profile-steps`` steps each after a warm-up.
 the diagnostic ``local_bp*`` runs follow the exact gradients of local GLR's objectives, so a GLR run
 that keeps pace with them is limited by its objective, not its variance; ``--heads`` prints each
 local head's accuracy (which layer lags; under ``top_block`` the last hidden layer's head is unused
-and stays near chance).
+and stays near chance). The ``bp_lr*`` and ``glr_lr*`` labels sweep learning rates: a ratio against
+backprop's recipe flatters GLR when the recipe is not backprop's fastest setting (the MLP's is not).
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def _variant(base: dict, **method_args) -> dict:
 SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); the first two labels race by default
     "cnn6": ("cnn6", "mnist", {
         "bp": ("bp", {}), "glr_local": ("glr_local", {}),
+        "bp_lr3e-3": ("bp", {"lr": 3e-3}),  # is backprop's recipe (Adam 1e-3) its fastest?
         # diagnostics (--runs). Learning rates:
         "glr_local_lr1e-2": ("glr_local", _variant(GLR_FAST)),
         "glr_local_lr3e-2": ("glr_local", {"lr": 3e-2}),
@@ -64,12 +66,35 @@ SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); th
         "local_bp_predsim": ("local_bp", _variant(LOCAL_BP, sim_weight=0.5)),
         "local_bp_top": ("local_bp", _variant(LOCAL_BP, top_block=True)),
         "glr_local_top": ("glr_local", _variant(GLR_FAST, top_block=True)),
+        # heads with a hidden layer (Belilovsky et al. 2019), exact gradients and local GLR:
+        "local_bp_hidden": ("local_bp", _variant(LOCAL_BP, head_hidden=64)),
+        "local_bp_hidden_top": ("local_bp", _variant(LOCAL_BP, head_hidden=64, top_block=True)),
+        "glr_local_hidden": ("glr_local", _variant(GLR_FAST, head_hidden=64)),
         # cheaper steps: one loss per position (all channels) instead of per 4 channels; fewer dense draws
         "glr_local_patch": ("glr_local", _variant(GLR_FAST, grouping="patch")),
         "glr_local_cheap": ("glr_local", _variant(GLR_FAST, grouping="patch", dense_replications=4)),
     }),
     "mlp": ("glr_mlp", "mnist", {"bp": ("bp", {"lr": 1e-3, "activation": "sigmoid"}),
                                  "glr": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
+                                     "replications": 100, "shared_noise": True, "baseline": True}}),
+                                 # diagnostics: half the draws; the rse log's second accumulation (off by default)
+                                 "glr_r50": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
+                                     "replications": 50, "shared_noise": True, "baseline": True}}),
+                                 "glr_rse": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
+                                     "replications": 100, "shared_noise": True, "baseline": True,
+                                     "report_rse": True}}),
+                                 # learning rates, both methods
+                                 "bp_lr3e-3": ("bp", {"lr": 3e-3, "activation": "sigmoid"}),
+                                 "bp_lr1e-2": ("bp", {"lr": 1e-2, "activation": "sigmoid"}),
+                                 "bp_lr3e-2": ("bp", {"lr": 3e-2, "activation": "sigmoid"}),
+                                 "glr_lr3e-2": ("glr", {"lr": 3e-2, "activation": "sigmoid", "method_args": {
+                                     "replications": 100, "shared_noise": True, "baseline": True}}),
+                                 "glr_lr1e-2_r200": ("glr", {"lr": 1e-2, "activation": "sigmoid", "method_args": {
+                                     "replications": 200, "shared_noise": True, "baseline": True}}),
+                                 "glr_lr1e-2_layerwise": ("glr", {"lr": 1e-2, "activation": "sigmoid", "method_args": {
+                                     "replications": 100, "shared_noise": True, "baseline": True,
+                                     "layerwise": True}}),
+                                 "glr_lr1e-2": ("glr", {"lr": 1e-2, "activation": "sigmoid", "method_args": {
                                      "replications": 100, "shared_noise": True, "baseline": True}})}),
 }
 

@@ -118,7 +118,7 @@ def test_baseline_with_qmc_cuts_variance_a_lot():
 def test_rse_log_tracks_replications():
     model = small_model("dense")
     x, y = batch("dense")
-    rse = [np.mean([float(glr(replications=r)(model, x, y, i).logs["rse"]) for i in range(3)])
+    rse = [np.mean([float(glr(replications=r, report_rse=True)(model, x, y, i).logs["rse"]) for i in range(3)])
            for r in (1000, 100_000)]
     assert rse[1] < rse[0] / 3  # ~ 1 / sqrt(R): 10x expected once the noise no longer dominates ||G||
 
