@@ -80,12 +80,14 @@ RECIPES: dict[tuple[str, str, str], dict] = {
     # DenseNet depth 10, growth 12 on Fashion-MNIST, backprop: 88.54% (7 min on 2 cores of a 16-core machine)
     ("densenet", "fashion_mnist", "bp"): dict(epochs=4, lr=1e-3, lr_schedule="cosine",
                                               model_args={"depth": 10, "growth_rate": 12}),
-    # its grid read-out variant by local GLR, heads reading the layer's input too, estimator noise sigma 0.1: 87.94%
-    # (8 epochs, 109 min on a shared 2-core CPU; its random-features control 88.22%; under a converged linear probe
-    # its features 90.07% against random ones' 89.60%, and the 5-epoch run's 90.33%, McNemar p = 0.006)
+    # its grid read-out variant by local GLR, heads reading the layer's input too and with a hidden layer of 64 ReLU
+    # units (Belilovsky et al. 2019), estimator noise sigma 0.1: 90.37% (8 epochs, 113 min on a 2-core CPU;
+    # linear heads: 87.94%). Under a converged linear probe its features 91.32% against random ones' 89.60%
+    # (only these right on 410 test images, only random ones on 238; McNemar p = 1.4e-11)
     ("densenet_gridpool", "fashion_mnist", "glr_local"): dict(epochs=8, lr=3e-3, lr_schedule="cosine",
                                                               model_args={"depth": 10, "growth_rate": 12},
-                                                              method_args={"head_input": "concat", "sigma": 0.1}),
+                                                              method_args={"head_input": "concat", "sigma": 0.1,
+                                                                           "head_hidden": 64}),
     # TRADES' SmallCNN on MNIST (Zhang et al. 2019's architecture and loss, beta 6; their PGD on the KL with 10 steps
     # of 0.075 instead of 40 of 0.01; eps ramped 0 -> 0.3 over 2 epochs; Adam 1e-3 cosine, 30 epochs). The
     # adversarial settings apply on request (--adversarial trades); plain runs of smallcnn train without them.
