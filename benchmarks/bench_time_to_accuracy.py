@@ -50,6 +50,18 @@ def _variant(base: dict, **method_args) -> dict:
     return {**base, "method_args": method_args} if method_args else dict(base)
 
 
+def _mlp_bp(lr: float) -> tuple:
+    """The MLP race's backprop run (sigmoid units) at Adam ``lr``."""
+    return "bp", {"lr": lr, "activation": "sigmoid"}
+
+
+def _mlp_glr(lr: float, **method_args) -> tuple:
+    """The MLP race's GLR run at Adam ``lr``: R = 100 shared noises with the leave-one-out baseline,
+    overridden by ``method_args``."""
+    return "glr", {"lr": lr, "activation": "sigmoid", "method_args": {
+        "replications": 100, "shared_noise": True, "baseline": True, **method_args}}
+
+
 SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); the first two labels race by default
     "cnn6": ("cnn6", "mnist", {
         "bp": ("bp", {}), "glr_local": ("glr_local", {}),
@@ -74,28 +86,15 @@ SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); th
         "glr_local_patch": ("glr_local", _variant(GLR_FAST, grouping="patch")),
         "glr_local_cheap": ("glr_local", _variant(GLR_FAST, grouping="patch", dense_replications=4)),
     }),
-    "mlp": ("glr_mlp", "mnist", {"bp": ("bp", {"lr": 1e-3, "activation": "sigmoid"}),
-                                 "glr": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
-                                     "replications": 100, "shared_noise": True, "baseline": True}}),
-                                 # diagnostics: half the draws; the rse log's second accumulation (off by default)
-                                 "glr_r50": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
-                                     "replications": 50, "shared_noise": True, "baseline": True}}),
-                                 "glr_rse": ("glr", {"lr": 3e-3, "activation": "sigmoid", "method_args": {
-                                     "replications": 100, "shared_noise": True, "baseline": True,
-                                     "report_rse": True}}),
-                                 # learning rates, both methods
-                                 "bp_lr3e-3": ("bp", {"lr": 3e-3, "activation": "sigmoid"}),
-                                 "bp_lr1e-2": ("bp", {"lr": 1e-2, "activation": "sigmoid"}),
-                                 "bp_lr3e-2": ("bp", {"lr": 3e-2, "activation": "sigmoid"}),
-                                 "glr_lr3e-2": ("glr", {"lr": 3e-2, "activation": "sigmoid", "method_args": {
-                                     "replications": 100, "shared_noise": True, "baseline": True}}),
-                                 "glr_lr1e-2_r200": ("glr", {"lr": 1e-2, "activation": "sigmoid", "method_args": {
-                                     "replications": 200, "shared_noise": True, "baseline": True}}),
-                                 "glr_lr1e-2_layerwise": ("glr", {"lr": 1e-2, "activation": "sigmoid", "method_args": {
-                                     "replications": 100, "shared_noise": True, "baseline": True,
-                                     "layerwise": True}}),
-                                 "glr_lr1e-2": ("glr", {"lr": 1e-2, "activation": "sigmoid", "method_args": {
-                                     "replications": 100, "shared_noise": True, "baseline": True}})}),
+    "mlp": ("glr_mlp", "mnist", {
+        "bp": _mlp_bp(1e-3), "glr": _mlp_glr(3e-3),
+        # diagnostics: half the draws; the rse log's second accumulation (off by default)
+        "glr_r50": _mlp_glr(3e-3, replications=50), "glr_rse": _mlp_glr(3e-3, report_rse=True),
+        # learning rates, both methods; at 1e-2 more draws and layer-wise noise
+        **{f"bp_lr{lr:.0e}".replace("e-0", "e-"): _mlp_bp(lr) for lr in (3e-3, 1e-2, 3e-2)},
+        **{f"glr_lr{lr:.0e}".replace("e-0", "e-"): _mlp_glr(lr) for lr in (1e-2, 3e-2)},
+        "glr_lr1e-2_r200": _mlp_glr(1e-2, replications=200),
+        "glr_lr1e-2_layerwise": _mlp_glr(1e-2, layerwise=True)}),
 }
 
 
