@@ -102,7 +102,7 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
     "fashion_mnist/densenet_glr_local": Recipe("densenet", "fashion_mnist", "glr_local", dict(
         epochs=4, lr=0.003, lr_schedule="cosine", model_args=DENSENET10)),
     # the grid read-out variant (its classifier reads a 4 x 4 grid of averages): local GLR with heads that read
-    # the layer's input too; the converged linear probe puts its features above random ones (README)
+    # the layer's input too and have a hidden layer; the converged linear probe puts its features above random ones
     "fashion_mnist/densenet_gridpool_glr_local": training_recipe("densenet_gridpool", "fashion_mnist", "glr_local"),
     "fashion_mnist/densenet_gridpool_bp": training_recipe("densenet_gridpool", "fashion_mnist", "bp"),
     # its random-features control: every layer below the output frozen at its initialisation, only the read-out
