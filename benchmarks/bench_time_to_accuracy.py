@@ -91,8 +91,8 @@ SETUPS = {  # (model, data set, {label: (method, settings over the recipe)}); th
         # diagnostics: half the draws; the rse log's second accumulation (off by default)
         "glr_r50": _mlp_glr(3e-3, replications=50), "glr_rse": _mlp_glr(3e-3, report_rse=True),
         # learning rates, both methods; at 1e-2 more draws and layer-wise noise
-        **{f"bp_lr{lr:.0e}".replace("e-0", "e-"): _mlp_bp(lr) for lr in (3e-3, 1e-2, 3e-2)},
-        **{f"glr_lr{lr:.0e}".replace("e-0", "e-"): _mlp_glr(lr) for lr in (1e-2, 3e-2)},
+        "bp_lr3e-3": _mlp_bp(3e-3), "bp_lr1e-2": _mlp_bp(1e-2), "bp_lr3e-2": _mlp_bp(3e-2),
+        "glr_lr1e-2": _mlp_glr(1e-2), "glr_lr3e-2": _mlp_glr(3e-2),
         "glr_lr1e-2_r200": _mlp_glr(1e-2, replications=200),
         "glr_lr1e-2_layerwise": _mlp_glr(1e-2, layerwise=True)}),
 }
