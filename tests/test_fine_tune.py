@@ -27,6 +27,15 @@ def test_triangular_cycle_rises_to_lr_at_half_the_run_and_falls_to_zero():
     assert TriangularCycle.from_config(schedule.get_config()).total_steps == 1000
 
 
+def test_step_schedule_divides_the_rate_by_ten_for_the_last_tenth_of_the_run():
+    from training.optim import make_learning_rate
+
+    schedule = make_learning_rate(1e-3, "step", total_steps=1000)
+    expected = {0: 1e-3, 899: 1e-3, 900: 1e-4, 999: 1e-4, 5000: 1e-4}
+    for step, lr in expected.items():
+        assert float(schedule(step)) == pytest.approx(lr, rel=1e-6)
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     out = tmp_path_factory.mktemp("src") / "cnn"
