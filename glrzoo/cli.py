@@ -91,10 +91,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         if flag.switch:
             kwargs = {"action": argparse.BooleanOptionalAction}
         shown = flag.shown_default if flag.shown_default is not None else default
+        text = flag.help() if callable(flag.help) else flag.help
         if field in RECIPE_FIELDS:
-            help_text = _recipe_help(flag.help, g[field] if flag.shown_default is None else shown)
+            help_text = _recipe_help(text, g[field] if flag.shown_default is None else shown)
         else:
-            help_text = f"{flag.help} (default: {shown})"
+            help_text = f"{text} (default: {shown})"
         p.add_argument(flag.flag, dest=field, default=None if field in RECIPE_FIELDS else default, help=help_text,
                        **{k: v for k, v in kwargs.items() if v is not None})
     p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",

@@ -127,6 +127,7 @@ def test_digits_recipes_reach_90_percent(method, tmp_path, capsys):
 
 
 VARIANT_FIELDS = ("noise", "train_stddev", "adversarial", "input_noise")
+VARIANT_METHOD_ARGS = ("top_only",)  # estimator options that make a variant: a random-features control
 
 
 def test_shipped_models_were_trained_by_their_recipe_rows():
@@ -142,10 +143,9 @@ def test_shipped_models_were_trained_by_their_recipe_rows():
         row = RECIPES[(recipe["model"], recipe["dataset"], recipe["method"])]
         filled, _ = fill_settings(recipe["model"], recipe["dataset"], recipe["method"], {})
         generic = generic_defaults()  # a field recorded before it existed counts as its default
-        if any(recipe.get(f, generic[f]) != filled[f] for f in VARIANT_FIELDS if f not in row or f == "input_noise"):
-            continue  # a noise-trained or adversarially trained variant: its own recipe, not the row's
-        if (recipe.get("method_args") or {}).get("top_only"):
-            continue  # a random-features control (only the read-out trained): its own recipe too
+        if (any(recipe.get(f, generic[f]) != filled[f] for f in VARIANT_FIELDS if f not in row or f == "input_noise")
+                or any((recipe.get("method_args") or {}).get(k) for k in VARIANT_METHOD_ARGS)):
+            continue  # a noise-trained, adversarially trained or random-features variant: its own recipe, not the row's
         for field, value in row.items():
             if field == "adversarial" and value.get("on_request"):  # the row's settings when asked for
                 asked, _ = fill_settings(recipe["model"], recipe["dataset"], recipe["method"],

@@ -10,7 +10,7 @@ import numpy as np
 
 from training import adversarial_settings
 from training.adversarial_settings import FLAGS
-from training.flags import Flag, json_object, non_negative, positive, positive_int, setting
+from training.flags import Flag, json_object, non_negative, positive, positive_int, registry_help, setting
 from training.optim import OPTIMIZERS, SCHEDULES
 from training.transforms import TRANSFORMS
 from zoo.errors import UserInputError
@@ -32,9 +32,7 @@ class TrainConfig:
     batch_size: int = setting(128, flag=Flag("--batch-size", "examples per optimizer step", positive_int))
     lr: float = setting(1e-3, flag=Flag("--lr", "learning rate", positive))
     lr_schedule: str = setting("constant", flag=Flag(
-        "--lr-schedule", "learning-rate schedule: constant, cosine decay to 0 over the run, Caffe's inverse decay "
-        "lr * (1 + 1e-4 t)^-0.75 (t: optimizer steps), cyclic: linear 0 -> lr -> 0 over the run (Wong et al. "
-        "2020's fast adversarial training), or step: lr / 10 for the last tenth of the run", choices=lambda: SCHEDULES.names()))
+        "--lr-schedule", lambda: registry_help("learning-rate schedule", SCHEDULES), choices=lambda: SCHEDULES.names()))
     optimizer: str = setting("adam", flag=Flag("--optimizer", "optimizer", choices=lambda: OPTIMIZERS.names()))
     weight_decay: float | None = setting(None, flag=Flag("--weight-decay", "decoupled weight decay of the optimizer",
                                                          non_negative, shown_default="none"))

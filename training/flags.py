@@ -70,7 +70,8 @@ class Flag:
 
     Attributes:
         flag: the option, e.g. ``"--lr"``.
-        help: one line; the default is appended by the CLI.
+        help: one line, or a callable returning it (read when the parser is built, like ``choices``);
+            the default is appended by the CLI.
         type: converts the text (:func:`positive`, ...); ``None`` for text.
         choices: the allowed values, or a callable returning them (read when the parser is built,
             so a registry's names include entries registered since).
@@ -82,7 +83,7 @@ class Flag:
     """
 
     flag: str
-    help: str
+    help: str | Callable[[], str]
     type: Callable[[str], Any] | None = None
     choices: Any = None
     metavar: str | None = None
@@ -102,4 +103,12 @@ def setting(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING,
     return dataclasses.field(default=default, metadata=metadata)
 
 
-__all__ = ["Flag", "finite", "json_object", "non_negative", "positive", "positive_int", "setting"]
+
+
+def registry_help(what: str, registry) -> str:
+    """``"what: name: description; ..."`` over the entries registered now (argparse's ``%`` escaped)."""
+    entries = "; ".join(f"{n}: {registry.entry(n).description}" for n in registry.names())
+    return f"{what}: {entries}".replace("%", "%%")
+
+
+__all__ = ["Flag", "finite", "json_object", "non_negative", "positive", "positive_int", "registry_help", "setting"]
