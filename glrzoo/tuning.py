@@ -31,10 +31,13 @@ chosen by environment variables: ``KERASTUNER_TUNER_ID`` (``chief`` or ``tuner0`
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import keras
 import keras_tuner as kt
 import numpy as np
+import tensorflow as tf
 
 from evaluation.attacks import attack, logits_fn
 from evaluation.metrics import vote_accuracy
@@ -149,6 +152,52 @@ class ZooHyperModel(kt.HyperModel):
         return self._transfer_set
 
 
+def _write_json_atomically(path: str, state: dict) -> None:
+    """Write ``state`` to ``path`` through a temporary file and a rename: a kill mid-write leaves the previous
+    complete file (or none), never a torn one that the next run cannot read."""
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(state))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _check_readable(path: str) -> None:
+    if not tf.io.gfile.exists(path):
+        return
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            json.loads(f.read())
+    except ValueError as e:
+        raise UserInputError(f"the search state file {path} is unreadable ({e}); delete its trial directory to "
+                             "rerun that trial, or pass --overwrite to start the search again") from None
+
+
+class _AtomicRandomSearchOracle(kt.oracles.RandomSearchOracle):
+    """keras-tuner's random search, with its state files (``oracle.json``, each ``trial.json``) written atomically,
+    so a search killed at any point continues on rerun without losing or repeating a trial."""
+
+    def save(self) -> None:
+        _write_json_atomically(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial) -> None:
+        _write_json_atomically(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+    def reload(self) -> None:
+        for path in [*tf.io.gfile.glob(os.path.join(self._project_dir, "trial_*", "trial.json")),
+                     self._get_oracle_fname()]:
+            _check_readable(path)
+        super().reload()
+
+
+class _AtomicTuner(kt.Tuner):
+    """:class:`keras_tuner.Tuner` whose own state file (``<tuner_id>.json``) is written atomically too."""
+
+    def save(self) -> None:
+        if not self._is_worker():
+            self.oracle.save()
+        _write_json_atomically(self._get_tuner_fname(), self.get_state())
+
+
 def tune(hypermodel: ZooHyperModel, objective: str = "val_robust", max_trials: int = 10, directory: str = "tuning",
          overwrite: bool = False, seed: int = 0) -> tuple[kt.Tuner, TrainConfig]:
     """Random search over ``hypermodel``; returns the tuner and the best trial's :class:`TrainConfig`."""
@@ -157,8 +206,8 @@ def tune(hypermodel: ZooHyperModel, objective: str = "val_robust", max_trials: i
     if objective in ("val_transfer", "val_robust") and not hypermodel.pixels:
         raise UserInputError(f"objective {objective!r} needs pixel data in [0, 1] (transfer attacks); "
                          "use val_accuracy or val_noisy_vote")
-    tuner = kt.RandomSearch(hypermodel, objective=kt.Objective(objective, "max"), max_trials=max_trials, seed=seed,
-                            directory=directory, project_name=hypermodel.name, overwrite=overwrite)
+    oracle = _AtomicRandomSearchOracle(objective=kt.Objective(objective, "max"), max_trials=max_trials, seed=seed)
+    tuner = _AtomicTuner(oracle, hypermodel, directory=directory, project_name=hypermodel.name, overwrite=overwrite)
     tuner.search(verbose=0)
     best = tuner.get_best_hyperparameters(1)[0]
     return tuner, hypermodel.config(best)

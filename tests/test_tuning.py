@@ -1,5 +1,6 @@
 """keras-tuner on digits: a two-trial search in seconds, every objective reported, best re-trainable."""
 import json
+import shutil
 
 import keras_tuner as kt
 import numpy as np
@@ -71,3 +72,39 @@ def test_tune_starts_every_trial_from_a_pretrained_name(tmp_path, capsys):
     assert "digits/glr_threshold_mlp: pretrained model at" in capsys.readouterr().err
     init = read_metadata(out)["training"]["init_from"]
     assert init["source"] == "digits/glr_threshold_mlp" and init["dataset"] == "digits" and init["variables_copied"] > 0
+
+
+def test_state_file_interrupted_mid_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    """keras-tuner writes trial.json in place; a kill mid-write left an empty file and the rerun crashed in
+    json.loads. The zoo's tuner writes through a temporary file and a rename."""
+    import tensorflow as tf
+
+    from glrzoo import tuning
+
+    path = tmp_path / "trial.json"
+    tuning._write_json_atomically(str(path), {"status": "COMPLETED", "score": 0.9})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the temporary file, before the rename
+
+    monkeypatch.setattr(tf.io.gfile, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tuning._write_json_atomically(str(path), {"status": "RUNNING", "score": None})
+    assert json.loads(path.read_text()) == {"status": "COMPLETED", "score": 0.9}
+
+
+@pytest.mark.large  # ~15 s: a one-trial search, then a rerun over a torn file
+def test_rerun_over_a_torn_trial_file_names_it(tmp_path, capsys):
+    out = tmp_path / "best"
+    argv = ["tune", "--model", "test_mlp", "--method", "bp", "--objective", "val_accuracy", "--max-trials", "1",
+            "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    assert not list((tmp_path / "best.tuning").rglob("*.tmp"))  # every rename happened
+    [trial] = (tmp_path / "best.tuning").glob("*/trial_*/trial.json")
+    trial.write_text("")  # what an older version left when killed mid-write, before the export
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(trial) in err and "--overwrite" in err
+    assert trial.read_text() == ""  # nothing of the user's changed
