@@ -30,7 +30,12 @@ Losses (maximized; ``z`` the logits, ``z_pi1 >= z_pi2 >= ...`` sorted decreasing
 Randomized models (inference noise on) are attacked with expectation over transformation (Athalye
 et al., ICML 2018): every gradient and loss value is the mean over ``eot_samples`` stochastic
 forward passes (AutoAttack's ``rand`` version uses 20), and a point counts as misclassified when
-the majority vote of those passes is wrong.
+the majority vote of those passes is wrong. A randomized model is judged afterwards by fresh noise,
+so an iterate that one vote got wrong by luck may be right the next time: with ``eot_samples > 1``
+each run therefore uses its whole iteration budget (no stop once every point is misclassified) and
+returns per point the misclassified iterate of *highest* EOT loss, the one furthest into the wrong
+class, rather than the last one (Athalye, Carlini and Wagner 2018, Section 4: the attacker optimizes
+the expectation over the randomness, not one draw).
 
 :func:`autoattack` runs APGD-CE, then APGD-T (targeted DLR), each only on the points still
 classified correctly, and keeps per point the first successful adversarial example (the worst case
@@ -155,6 +160,7 @@ class _Engine:
             self._model = lambda: model
         self.loss_fn = _LOSS_FNS[loss]
         self.eot = int(eot_samples)
+        self.randomized = self.eot > 1  # judged later by fresh noise: keep the surest misclassified iterate
         self.shape = None
 
     def build(self, shape: Sequence[int]) -> None:
@@ -178,7 +184,8 @@ class _Engine:
 
     def _evaluate(self, x, y, t):
         """Loss ``[N]`` (mean over EOT passes), its input gradient ``[N, ...]`` (the mean of the
-        passes' gradients) and whether the passes' majority vote is wrong ``[N]`` (bool)."""
+        passes' gradients), whether the passes' majority vote is wrong ``[N]`` (bool) and the share
+        of passes that are wrong ``[N]`` (in [0, 1])."""
         n = tf.shape(x)[0]
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -190,7 +197,8 @@ class _Engine:
         pred = tf.reshape(tf.argmax(z, -1, output_type=tf.int32), [self.eot, n])
         votes = tf.reduce_sum(tf.one_hot(pred, tf.shape(z)[-1], dtype=tf.int32), axis=0)
         wrong = tf.not_equal(tf.argmax(votes, -1, output_type=tf.int32), tf.cast(y, tf.int32))
-        return loss, grad, wrong
+        share = 1.0 - tf.cast(tf.gather(votes, tf.cast(y, tf.int32), batch_dims=1), tf.float32) / self.eot
+        return loss, grad, wrong, share
 
     def _step(self, s, x0, y, t, eps, a):
         """One APGD iteration (momentum update of Croce and Hein 2020, Section 3) with the bookkeeping of Algorithm 1."""
@@ -199,15 +207,16 @@ class _Engine:
         x = s["x"]
         z = tf.clip_by_value(x + _bcast(s["eta"], x) * tf.sign(s["grad"]), lo, hi)
         x_new = tf.clip_by_value(x + a * (z - x) + (1.0 - a) * (x - s["x_prev"]), lo, hi)
-        loss, grad, wrong = self._evaluate(x_new, y, t)
+        loss, grad, wrong, share = self._evaluate(x_new, y, t)
         better = loss > s["loss_best"]
         wide = _bcast(better, x)
-        found_now = _bcast(wrong, x)
+        keep = wrong & (share >= s["share_adv"]) if self.randomized else wrong
         return {
             "x": x_new, "x_prev": x, "grad": grad, "loss": loss, "eta": s["eta"],
             "x_best": tf.where(wide, x_new, s["x_best"]), "loss_best": tf.where(better, loss, s["loss_best"]),
             "grad_best": tf.where(wide, grad, s["grad_best"]),
-            "x_adv": tf.where(found_now, x_new, s["x_adv"]), "found": s["found"] | wrong,
+            "x_adv": tf.where(_bcast(keep, x), x_new, s["x_adv"]), "share_adv": tf.where(keep, share, s["share_adv"]),
+            "found": s["found"] | wrong,
             "count": s["count"] + tf.cast(loss > s["loss"], tf.float32),
             "reduced_last": s["reduced_last"], "loss_best_last": s["loss_best_last"],
         }
@@ -234,13 +243,14 @@ class _Engine:
 
     def _loop(self, x0, start, y, t, eps, alpha, rho, lengths):
         """The whole run in one graph: ``lengths[k]`` is ``w_j - w_{j-1}`` when iteration ``k + 1``
-        is checkpoint ``w_j``, else 0. Stops early once every point is misclassified (later
-        iterates cannot change the outcome)."""
-        loss, grad, wrong = self._evaluate(start, y, t)
+        is checkpoint ``w_j``, else 0. A deterministic model's run stops early once every point is
+        misclassified (later iterates cannot change the outcome); a randomized one's runs to the end."""
+        loss, grad, wrong, share = self._evaluate(start, y, t)
         n = tf.shape(x0)[0]
         s = {"x": start, "x_prev": start, "grad": grad, "loss": loss, "eta": tf.fill([n], 2.0 * eps),
              "x_best": start, "loss_best": loss, "grad_best": grad,
              "x_adv": tf.where(_bcast(wrong, x0), start, x0), "found": wrong,
+             "share_adv": tf.where(wrong, share, tf.zeros([n])),
              "count": tf.zeros([n], tf.float32), "reduced_last": tf.zeros([n], tf.bool), "loss_best_last": loss}
 
         def body(k, s):
@@ -249,15 +259,20 @@ class _Engine:
             s = tf.cond(length > 0, lambda: self._check(s, length, rho), lambda: s)
             return k + 1, s
 
-        _, s = tf.while_loop(lambda k, s: (k < tf.shape(lengths)[0]) & tf.logical_not(tf.reduce_all(s["found"])),
-                             body, (tf.constant(0), s))
+        def more(k, s):
+            if self.randomized:
+                return k < tf.shape(lengths)[0]
+            return (k < tf.shape(lengths)[0]) & tf.logical_not(tf.reduce_all(s["found"]))
+
+        _, s = tf.while_loop(more, body, (tf.constant(0), s))
         return tf.where(_bcast(s["found"], x0), s["x_adv"], s["x_best"]), s["found"]
 
     def run(self, x0: tf.Tensor, y: tf.Tensor, t: tf.Tensor, eps: float, n_iter: int, rng: tf.random.Generator,
             random_start: bool = True, alpha: float = 0.75, rho: float = 0.75) -> tuple[tf.Tensor, tf.Tensor]:
         """One APGD run on a batch ``x0`` ``[B, ...]``; returns ``(x_out, found)``: per point the
-        last misclassified iterate where one was found (``found`` ``[B]``), else the point of
-        highest loss. The start is uniform in the ball (clipped to [0, 1]) or ``x0``."""
+        last misclassified iterate where one was found (``found`` ``[B]``; for a randomized model the
+        misclassified iterate with the largest share of wrong passes), else the point of highest loss.
+        The start is uniform in the ball (clipped to [0, 1]) or ``x0``."""
         self.build(x0.shape[1:])
         eps_t = tf.constant(eps, x0.dtype)
         start = x0
@@ -444,7 +459,8 @@ def autoattack(model: Model, x, y, eps: float, *, version: str = "standard", n_i
     """AutoAttack-style ensemble (Croce and Hein 2020): per point the worst case over
     APGD-CE and APGD-T (``version="standard"``) or APGD-CE and untargeted APGD-DLR with EOT
     (``version="rand"``, 20 EOT samples by default), each attack run only on the points that are
-    still classified correctly.
+    still classified correctly (for a randomized model, ``eot_samples > 1``: every point not yet
+    fooled, whatever its clean vote said).
 
     Args:
         model: Keras model or callable ``[N, ...] -> [N, K]`` logits.
@@ -474,7 +490,9 @@ def autoattack(model: Model, x, y, eps: float, *, version: str = "standard", n_i
         raise UserInputError(f"unknown ensemble member(s) {sorted(unknown)}; choose from {', '.join(losses)}")
     predict = predict or vote_predictor(model, eot_samples, batch_size)
     clean_correct = predict(x) == y if len(x) else np.zeros(0, bool)
-    robust = clean_correct.copy()
+    # a randomized model's clean vote is itself one random draw: a point it got wrong by chance is attacked
+    # too, or the next fresh vote would judge the unattacked image (and find it right about as often)
+    robust = clean_correct.copy() if eot_samples == 1 else np.ones(len(x), bool)
     adv = x.copy()
     accuracy_after = {"clean": float(robust.mean()) if len(x) else float("nan")}
     rng = tf.random.Generator.from_seed(seed)

@@ -410,7 +410,8 @@ def _apgd_row_settings(budget: dict, n_attacked: int, n: int) -> dict:
                 note="Gradient attacks on the model itself (EOT over noise draws for noisy models). `autoattack` is "
                      "the reference number: per point the worst case of APGD-CE and APGD-T (AutoAttack standard, "
                      "Croce and Hein 2020), or for noisy models APGD-CE and APGD-DLR with EOT (AutoAttack rand), "
-                     "run only on points still correct; its row at eps 1.0 is the unbounded-attack sanity check "
+                     "run only on points still correct (for noisy models on every point); its row at eps 1.0 is the "
+                     "unbounded-attack sanity check "
                      "(must reach 100% success). Rows without eps are minimal-perturbation attacks: read success "
                      "with the size and PASS of the change. `pgd_smoothed` and `lr_pgd` attack step-activation nets "
                      "through a usable gradient.")
@@ -446,8 +447,8 @@ def whitebox_suite(ctx: SuiteContext, w: WhiteboxSettings) -> None:
             key = f"{name}|whitebox|{label}|{eps}"
             if ctx.done(key):
                 continue
-            if att in APGD_FAMILY:
-                idx = np.flatnonzero(pred_clean == y)
+            if att in APGD_FAMILY:  # a noisy model's clean vote is one random draw: attack every point
+                idx = np.arange(len(y)) if noisy else np.flatnonzero(pred_clean == y)
                 adv = x.copy()
                 adv[idx], budget = harness_attack(att, model, x[idx], y[idx], eps, n_iter=w.apgd_steps,
                                                   n_restarts=w.apgd_restarts, eot=eot, seed=s.seed,

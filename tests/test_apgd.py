@@ -221,3 +221,33 @@ def test_adversarially_trained_model_autoattack_beats_pgd40_with_restarts(digits
     acc_aa, acc_pgd = _accuracy(model, res.adv, y), _accuracy(model, pgd, y)
     assert acc_pgd > 0.3  # the training worked: PGD does not break it
     assert acc_aa <= acc_pgd, (acc_aa, acc_pgd)
+
+
+def test_randomized_model_points_are_attacked_whatever_their_clean_vote(undefended):
+    """A noisy model's clean vote is one random draw. A point it got wrong by chance must still be
+    attacked, or the next fresh vote judges the unattacked image (and finds it right about as often as
+    before): this made the unbounded attack look like it failed on a noisy model. Deterministic models
+    keep AutoAttack's saving (points already wrong are not attacked)."""
+    model, x, y = undefended
+    x, y = x[:20], y[:20]
+    calls = []
+
+    def judge_first_clean_wrong(a):  # the clean vote (first call) says wrong on the first 5 points
+        pred = np.argmax(model(a), -1)
+        if not calls:
+            pred[:5] = (y[:5] + 1) % 10
+        calls.append(1)
+        return pred
+
+    zoo.set_noise(model, infer_stddev=0.3)
+    try:
+        res = autoattack(model, x, y, 0.5, version="rand", eot_samples=4, n_iter=10, predict=judge_first_clean_wrong)
+        assert not res.clean_correct[:5].any() and res.clean_correct[5:].all()
+        assert (np.abs(res.adv[:5] - x[:5]).reshape(5, -1).max(1) > 0.1).all()  # attacked anyway
+        assert _accuracy(model, res.adv, y) <= 0.1
+    finally:
+        zoo.set_noise(model, infer_stddev=0.0)
+    calls.clear()
+    res = autoattack(model, x, y, 0.5, n_iter=10, predict=judge_first_clean_wrong)
+    np.testing.assert_array_equal(res.adv[:5], x[:5])  # deterministic: already wrong, not attacked
+    assert (np.abs(res.adv[5:] - x[5:]).reshape(15, -1).max(1) > 0).all()
