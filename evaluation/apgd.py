@@ -33,9 +33,10 @@ forward passes (AutoAttack's ``rand`` version uses 20), and a point counts as mi
 the majority vote of those passes is wrong. A randomized model is judged afterwards by fresh noise,
 so an iterate that one vote got wrong by luck may be right the next time: with ``eot_samples > 1``
 each run therefore uses its whole iteration budget (no stop once every point is misclassified) and
-returns per point the misclassified iterate of *highest* EOT loss, the one furthest into the wrong
-class, rather than the last one (Athalye, Carlini and Wagner 2018, Section 4: the attacker optimizes
-the expectation over the randomness, not one draw).
+returns per point the misclassified iterate with the largest share of wrong passes, the surest of
+them, rather than the last one (Athalye, Carlini and Wagner 2018, Section 4: the attacker optimizes
+the expectation over the randomness, not one draw). For the same reason every point is attacked,
+whatever its clean vote said.
 
 :func:`autoattack` runs APGD-CE, then APGD-T (targeted DLR), each only on the points still
 classified correctly, and keeps per point the first successful adversarial example (the worst case
