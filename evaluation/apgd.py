@@ -598,8 +598,8 @@ def harness_attack(name: str, model: Model, x, y, eps: float, *, n_iter: int = 1
         name: ``"apgd_ce"``, ``"apgd_dlr"`` (targeted for ``eot == 1``, untargeted with EOT, as in
             AutoAttack's two versions) or ``"autoattack"``.
         model: Keras model (``training=False``) or callable ``[N, ...] -> [N, K]`` logits.
-        x, y: the points to attack ``[N, ...]`` in [0, 1] (pass only the ones still classified
-            correctly), labels ``[N]``.
+        x, y: the points ``[N, ...]`` in [0, 1], labels ``[N]``. Those ``predict`` already gets wrong
+            are not attacked, unless the model is randomized (see :func:`autoattack`).
         eps: L-inf radius in input units.
         n_iter, n_restarts: per APGD run (AutoAttack: 100 and 1).
         eot: stochastic passes per gradient (1 for a deterministic model).

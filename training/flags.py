@@ -104,7 +104,6 @@ def setting(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING,
 
 
 
-
 def registry_help(what: str, registry) -> str:
     """``"what: name: description; ..."`` over the entries registered now (argparse's ``%`` escaped)."""
     entries = "; ".join(f"{n}: {registry.entry(n).description}" for n in registry.names())
