@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,7 @@ from evaluation.harness import evaluate
 from evaluation.options import NoSettings, add_flags, given, numbers
 from evaluation.report import write_report
 from evaluation.suites import SuiteSettings, get_suite, list_suites, settings_classes
+from glrzoo import pretrained_build
 from glrzoo.demo import run_demo
 from glrzoo.tuning import OBJECTIVES, ZooHyperModel, methods, tune
 from training import adversarial_settings
@@ -34,7 +36,7 @@ from training.adversarial_settings import ADVERSARIAL_DEFAULTS, TRADES_DEFAULTS
 from training.batchnorm import recalibrate_export
 from training.config import train_flags
 from training.flags import finite, json_object, non_negative, positive, positive_int
-from training.recipes import RECIPE_FIELDS, fill_settings, generic_defaults
+from training.recipes import RECIPE_FIELDS, RECIPES, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import TrainConfig, TrainingDiverged, portable_argv, sweep, train
 from training.transforms import TRANSFORMS, list_transforms
@@ -60,6 +62,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None and (action.option_strings or action.nargs in ("?", "*")):
             return text + " (default: none)"
         return super()._get_help_string(action)
+
+
+class RawEpilogHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that prints the description and epilog line by line, as written."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -163,8 +169,31 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
 
 
+def recipes_epilog() -> str:
+    """``glrzoo train --help``'s list of the recipe rows (:data:`training.recipes.RECIPES`): for each
+    (model, data set, method), the flags its row fills when they are not given, and the adversarial
+    flags a row marked ``on_request`` fills when ``--adversarial KIND`` is given."""
+    lines = ["recipes (what unset flags default to for these --model, --dataset and --method; --no-recipe "
+             "ignores them):"]
+    for (model, dataset, method), row in RECIPES.items():
+        settings = {k: v for k, v in row.items() if k != "adversarial"}
+        adversarial = dict(row.get("adversarial") or {})
+        on_request = adversarial.pop("on_request", False)
+        if adversarial and not on_request:
+            settings["adversarial"] = adversarial
+        recipe = pretrained_build.Recipe(model, dataset, method, settings)
+        flags = pretrained_build.train_flags(recipe)[6:-2]  # without --model/--dataset/--method and --seed
+        line = f"  {model} {dataset} {method}: {shlex.join(flags)}"
+        if on_request:
+            kind, *rest = adversarial_settings.to_flags(adversarial)[1:]
+            line += f"; with --adversarial {kind}: {shlex.join(rest)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train one model and export it")
+    p = sub.add_parser("train", help="train one model and export it", epilog=recipes_epilog(),
+                       formatter_class=RawEpilogHelpFormatter)
     add_train_flags(p)
     add_data_flags(p)
     p.add_argument("--out", required=True, help="export directory (TF Serving layout + model.keras + metadata.json)")

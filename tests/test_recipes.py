@@ -1,10 +1,12 @@
 """Recipes and defaults: every flag's --help shows its default, unset flags come from the recipe of
 (model, data set, method) and the metadata says so, and (large) the digits recipes reach 90%."""
 import argparse
+import shlex
 
 import pytest
 
 from glrzoo.cli import _train_config, build_parser, main
+from training.adversarial_settings import adversarial_kind, from_flags
 from training.recipes import RECIPE_FIELDS, RECIPES, fill_settings, generic_defaults
 from training.registry import get_estimator, list_estimators
 from training.run import TrainConfig
@@ -79,6 +81,35 @@ def test_unset_flags_come_from_the_recipe_and_given_ones_win():
             (generic.epochs, generic.batch_size, generic.lr, {}, {})
 
 
+def _settings(config: TrainConfig) -> dict:
+    return {f: getattr(config, f) for f in RECIPE_FIELDS}
+
+
+def test_help_lists_every_recipe_row_with_flags_that_say_it(capsys):
+    """``glrzoo train --help`` names every recipe row; its flags, given with --no-recipe, train with
+    exactly the settings the row fills (its on-request adversarial flags too, after --adversarial)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    lines = capsys.readouterr().out.split("recipes (", 1)[1].splitlines()[1:]
+    listed = {}
+    for line in lines:
+        key, flags = line.strip().split(": ", 1)
+        listed[tuple(key.split())] = flags
+    assert set(listed) == set(RECIPES)
+    for (model, dataset, method), text in listed.items():
+        plain, _, on_request = text.partition("; with ")
+        base = ["--model", model, "--dataset", dataset, "--method", method]
+        assert _settings(_config(*base, *shlex.split(plain), "--no-recipe")) == _settings(_config(*base))
+        if on_request:
+            kind, flags = on_request.split(": ")
+            asked = [*base, *kind.split()]
+            assert _settings(_config(*asked, *shlex.split(plain), *shlex.split(flags), "--no-recipe")) == \
+                _settings(_config(*asked))
+    assert listed[("wong_cnn", "fashion_mnist", "bp")] == ("--epochs 100 --lr 0.001 --lr-schedule step; with "
+                                                          "--adversarial pgd: --adv-eps 0.1 --adv-step 0.005 "
+                                                          "--adv-iters 40")
+
+
 def test_adversarial_settings_merge_key_by_key(monkeypatch):
     settings, applied = fill_settings("m", "d", "bp", {"adversarial": {"eps": 0.1}})
     assert settings["adversarial"] == {"eps": 0.1, "step": 0.01, "iterations": 40, "random_start": True, "fraction": 0.5}
@@ -149,7 +180,7 @@ def test_shipped_models_were_trained_by_their_recipe_rows():
         for field, value in row.items():
             if field == "adversarial" and value.get("on_request"):  # the row's settings when asked for
                 asked, _ = fill_settings(recipe["model"], recipe["dataset"], recipe["method"],
-                                         {"adversarial": {"kind": value["kind"]}})
+                                         {"adversarial": from_flags(adversarial_kind(value))})  # --adversarial K
                 assert recipe[field] == asked[field], (name, recipe[field], asked[field])
             elif field in ("model_args", "method_args", "adversarial"):  # merged key by key
                 assert {k: recipe[field].get(k) for k in value} == value, (name, field)
