@@ -118,6 +118,9 @@ PRETRAINED_RECIPES: dict[str, Recipe] = {
     "fashion_mnist/smallcnn_trades": Recipe("smallcnn", "fashion_mnist", "bp", dict(
         adversarial={"kind": "trades", "eps": 0.1, "step": 0.025, "iterations": 10, "beta": 3.0, "ramp_epochs": 2.0},
         epochs=12, lr=0.001, lr_schedule="cosine", model_args={"dropout": 0})),
+    "fashion_mnist/wong_cnn_pgd": Recipe("wong_cnn", "fashion_mnist", "bp", dict(  # the published PGD anchor
+        adversarial={"eps": 0.1, "step": 0.005, "iterations": 40, "fraction": 0.5}, epochs=100, lr=0.001,
+        lr_schedule="step")),
     "mnist/smallcnn_gauss0.25": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.25, epochs=10, lr=0.001,
                                                                        lr_schedule="cosine")),
     "mnist/smallcnn_gauss0.5": Recipe("smallcnn", "mnist", "bp", dict(input_noise=0.5, epochs=10, lr=0.001,
