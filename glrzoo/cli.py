@@ -181,9 +181,7 @@ def recipes_epilog() -> str:
         on_request = adversarial.pop("on_request", False)
         if adversarial and not on_request:
             settings["adversarial"] = adversarial
-        recipe = pretrained_build.Recipe(model, dataset, method, settings)
-        flags = pretrained_build.train_flags(recipe)[6:-2]  # without --model/--dataset/--method and --seed
-        line = f"  {model} {dataset} {method}: {shlex.join(flags)}"
+        line = f"  {model} {dataset} {method}: {shlex.join(pretrained_build.settings_flags(method, settings))}"
         if on_request:
             kind, *rest = adversarial_settings.to_flags(adversarial)[1:]
             line += f"; with --adversarial {kind}: {shlex.join(rest)}"

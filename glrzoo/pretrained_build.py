@@ -140,24 +140,32 @@ def _text(value) -> str:
 
 def train_flags(recipe: Recipe) -> list[str]:
     """The ``glrzoo train`` flags that say what ``recipe`` says, e.g. ``["--model", "cnn6", ...,
-    "--seed", "0"]`` (no ``--out``, ``--quiet`` or ``--overwrite``).
+    "--seed", "0"]`` (no ``--out``, ``--quiet`` or ``--overwrite``); its settings as :func:`settings_flags`
+    says them. Parsed by the CLI they give :func:`recipe_config`'s settings (tests/test_pretrained_build.py).
+    """
+    return (["--model", recipe.model, "--dataset", recipe.dataset, "--method", recipe.method]
+            + settings_flags(recipe.method, recipe.settings) + ["--seed", str(recipe.seed)])
+
+
+def settings_flags(method: str, settings: dict) -> list[str]:
+    """The ``glrzoo train`` flags that say ``settings`` (:data:`training.recipes.RECIPE_FIELDS` values,
+    as in :attr:`Recipe.settings`) for ``--method method``, e.g. ``["--epochs", "6", "--lr", "0.001"]``.
 
     Estimator options become their registered flags (a switch: ``--flag`` or ``--no-flag``),
     ``adversarial`` becomes ``--adversarial pgd --adv-eps ...``, ``model_args`` one JSON object.
-    Parsed by the CLI they give :func:`recipe_config`'s settings (tests/test_pretrained_build.py).
     """
-    unknown = sorted(set(recipe.settings) - set(RECIPE_FIELDS))
+    unknown = sorted(set(settings) - set(RECIPE_FIELDS))
     if unknown:
         raise UserInputError(f"not a recipe setting: {', '.join(unknown)}; choose from {', '.join(RECIPE_FIELDS)}")
-    flags = ["--model", recipe.model, "--dataset", recipe.dataset, "--method", recipe.method]
-    options = {o.kwarg: o for o in get_estimator(recipe.method).options}
-    for field, value in recipe.settings.items():
+    flags = []
+    options = {o.kwarg: o for o in get_estimator(method).options}
+    for field, value in settings.items():
         if field == "model_args":
             flags += ["--model-args", json.dumps(value)]
         elif field == "method_args":
             for kwarg, v in value.items():
                 if kwarg not in options:
-                    raise UserInputError(f"--method {recipe.method} has no option {kwarg!r}; "
+                    raise UserInputError(f"--method {method} has no option {kwarg!r}; "
                                          f"it has {', '.join(options) or 'none'}")
                 o = options[kwarg]
                 flags += [o.flag if v else "--no-" + o.flag[2:]] if o.switch else [o.flag, _text(v)]
@@ -167,7 +175,7 @@ def train_flags(recipe: Recipe) -> list[str]:
             flags += ["--" + field.replace("_", "-") if value else "--no-" + field.replace("_", "-")]
         else:
             flags += ["--" + field.replace("_", "-"), _text(value)]
-    return flags + ["--seed", str(recipe.seed)]
+    return flags
 
 
 def recipe_command(name: str, recipe: Recipe | None = None, command_root: str = COMMAND_ROOT) -> str:
